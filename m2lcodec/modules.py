@@ -1,0 +1,169 @@
+"""Building blocks of the three networks: conv blocks, (de-)patchifiers, transformer blocks, noise embedding.
+
+Conv block as in Music2Latent: GroupNorm -> SiLU -> conv3x3 -> GroupNorm (scale/shift from the noise level
+when conditioned) -> SiLU -> conv3x3 (zero-initialised) -> residual. Resolution changes between levels
+use non-overlapping strided convolutions (kernel = stride = factor), and their transposes going up.
+Transformer blocks are pre-LN; conditioned ones use adaLN-Zero (shift, scale, gate per token).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def group_count(channels: int, max_groups: int = 8) -> int:
+    g = min(max_groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class NoiseEmbedding(nn.Module):
+    """256-channel sinusoidal embedding of log(sigma)/4 (frequencies 1..1000, geometric), then an MLP."""
+
+    def __init__(self, out_dim: int, channels: int = 256) -> None:
+        super().__init__()
+        half = channels // 2
+        self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), half)), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(channels, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, noise_input: torch.Tensor) -> torch.Tensor:
+        args = noise_input.float()[..., None] * self.freqs
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+
+
+class ConvBlock(nn.Module):
+    """Residual conv block at constant channel count, optionally conditioned on the noise level."""
+
+    def __init__(self, channels: int, cond_dim: int | None = None) -> None:
+        super().__init__()
+        groups = group_count(channels)
+        self.norm1 = nn.GroupNorm(groups, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, channels, affine=cond_dim is None)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.cond = nn.Linear(cond_dim, 2 * channels) if cond_dim else None
+        if self.cond is not None:
+            nn.init.zeros_(self.cond.weight)
+            nn.init.zeros_(self.cond.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h)
+        if self.cond is not None:
+            scale, shift = self.cond(F.silu(cond))[:, :, None, None].chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        return x + self.conv2(F.silu(h))
+
+
+class Patchifier(nn.Module):
+    """Spectrogram chunk -> coarse feature grid, through resolution levels of conv blocks.
+
+    `cross` features (one per level, same shape as that level's activations) are added at the start
+    of each level; the activations after each level are returned as skips (index = level).
+    """
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], blocks: tuple[int, ...],
+                 stem: tuple[int, int], down: tuple[tuple[int, int], ...], cond_dim: int | None = None) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, channels[0], kernel_size=stem, stride=stem)
+        self.levels = nn.ModuleList(
+            nn.ModuleList(ConvBlock(c, cond_dim) for _ in range(n)) for c, n in zip(channels, blocks))
+        self.downs = nn.ModuleList(
+            nn.Conv2d(channels[i], channels[i + 1], kernel_size=f, stride=f) for i, f in enumerate(down))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                cross: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self.stem(x)
+        skips = []
+        for level, blocks in enumerate(self.levels):
+            if cross is not None:
+                h = h + cross[level]
+            for block in blocks:
+                h = block(h, cond)
+            skips.append(h)
+            if level < len(self.downs):
+                h = self.downs[level](h)
+        return h, skips
+
+
+class DePatchifier(nn.Module):
+    """Coarse grid -> (features per level, optional spectrogram), mirroring Patchifier.
+
+    `skips` (one per level) are added at the start of each level. Returns the activations after each
+    level (index = level, so they line up with a Patchifier's levels) and, if `out_channels` is set,
+    the full-resolution output.
+    """
+
+    def __init__(self, channels: tuple[int, ...], blocks: tuple[int, ...], stem: tuple[int, int],
+                 down: tuple[tuple[int, int], ...], out_channels: int | None = None,
+                 cond_dim: int | None = None) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList(
+            nn.ModuleList(ConvBlock(c, cond_dim) for _ in range(n)) for c, n in zip(channels, blocks))
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(channels[i + 1], channels[i], kernel_size=f, stride=f) for i, f in enumerate(down))
+        self.head = None
+        if out_channels is not None:
+            self.head_norm = nn.GroupNorm(group_count(channels[0]), channels[0])
+            self.head = nn.ConvTranspose2d(channels[0], out_channels, kernel_size=stem, stride=stem)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None,
+                skips: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        feats: list[torch.Tensor] = [h] * len(self.levels)
+        for level in reversed(range(len(self.levels))):
+            if skips is not None:
+                h = h + skips[level]
+            for block in self.levels[level]:
+                h = block(h, cond)
+            feats[level] = h
+            if level > 0:
+                h = self.ups[level - 1](h)
+        out = self.head(F.silu(self.head_norm(h))) if self.head is not None else None
+        return feats, out
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, w = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(b, n, w))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN transformer block; with `cond_dim`, adaLN-Zero modulation from a per-token condition."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, cond_dim: int | None = None) -> None:
+        super().__init__()
+        affine = cond_dim is None
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=affine)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=affine)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.ada = nn.Linear(cond_dim, 6 * width) if cond_dim else None
+        if self.ada is not None:
+            nn.init.zeros_(self.ada.weight)
+            nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        if self.ada is None:
+            x = x + self.attn(self.norm1(x), mask)
+            return x + self.mlp(self.norm2(x))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=-1)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, mask)
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)

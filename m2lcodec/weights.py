@@ -1,0 +1,100 @@
+"""The codec's weight files: fp16 safetensors carrying the model config and a content hash.
+
+safetensors (not pickle) so loading a file from anywhere is safe. The hash is over the tensors' names,
+shapes and bytes in sorted order: two files with the same weights have the same identity, which the
+.m2l container records so a file is never decoded with another model. The default model ships in
+m2lcodec/weights/default.safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from m2lcodec.model import ModelConfig, Music2Latent2, get_config
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, unreadable or not an m2lcodec model (one-line message)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    hash: str
+    config: ModelConfig
+    metadata: dict[str, str]
+
+
+def content_hash(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(key.encode() + str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def save_weights(path: Path, cfg: ModelConfig, state: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None, name: str | None = None) -> str:
+    """Write fp16 weights atomically; returns the content hash."""
+    half = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
+            for k, v in state.items()}
+    digest = content_hash(half)
+    meta = {"format": "m2lcodec-weights-1", "config": json.dumps(cfg.to_dict()), "hash": digest,
+            "name": name or cfg.name, **(metadata or {})}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(half, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return digest
+
+
+def read_info(path: Path) -> ModelInfo:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError) as err:
+        raise WeightsError(f"cannot read model weights {path}: {err}") from None
+    if meta.get("format") != "m2lcodec-weights-1":
+        raise WeightsError(f"{path} is not an m2lcodec weights file")
+    cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+    return ModelInfo(meta.get("name", cfg.name), meta["hash"], cfg, meta)
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[Music2Latent2, ModelInfo]:
+    """Load a weights file (default: the bundled model) as a float32 model in eval mode."""
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise WeightsError(f"model weights not found: {path}")
+    info = read_info(path)
+    state = load_file(str(path))
+    model = Music2Latent2(info.config)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as err:
+        raise WeightsError(f"{path} does not match its own config: {str(err).splitlines()[0]}") from None
+    return model.to(device).eval(), info
+
+
+def model_from_preset_or_file(spec: str) -> tuple[Music2Latent2, ModelConfig, str]:
+    """For model-info: a preset name gives a fresh model; otherwise a weights or checkpoint file."""
+    if Path(spec).is_file():
+        if spec.endswith(".pt"):
+            state = torch.load(spec, map_location="cpu", weights_only=True)
+            cfg = ModelConfig.from_dict(state["model_config"])
+            return Music2Latent2(cfg), cfg, spec
+        model, info = load_model(spec)
+        return model, info.config, spec
+    cfg = get_config(spec)
+    return Music2Latent2(cfg), cfg, f"preset {spec}"
