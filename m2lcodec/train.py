@@ -181,7 +181,8 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def export_weights(checkpoint: Path, out: Path, use_ema: bool = True) -> str:
+def export_weights(checkpoint: Path, out: Path, use_ema: bool = True, sigma_cond: float | None = None,
+                   name: str | None = None) -> str:
     """Checkpoint -> fp16 safetensors with the model config and a content hash; returns the hash."""
     from m2lcodec.weights import save_weights
 
@@ -189,7 +190,9 @@ def export_weights(checkpoint: Path, out: Path, use_ema: bool = True) -> str:
     cfg = ModelConfig.from_dict(state["model_config"])
     weights = state["ema"] if use_ema else state["model"]
     meta = {"step": str(state["step"]), "train_config": json.dumps(state["train_config"])}
-    return save_weights(out, cfg, weights, meta)
+    if sigma_cond is not None:
+        meta["sigma_cond"] = str(sigma_cond)
+    return save_weights(out, cfg, weights, meta, name=name)
 
 
 class Trainer:

@@ -1,0 +1,338 @@
+"""The `m2lcodec` command line: a thin Typer layer over codec, container, train and bench.
+
+Every failure a user can cause ends in one line on stderr and exit status 1 (set M2L_DEBUG=1 for the
+traceback); outputs are written to a temp file and renamed, and never overwrite without --force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Music2Latent2 neural audio codec for music.")
+console = Console(stderr=True)
+out = Console()
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
+FORMATS = {"wav16": ("wav", "PCM_16"), "wav24": ("wav", "PCM_24"), "float": ("wav", "FLOAT"),
+           "flac": ("flac", "PCM_16"), "flac24": ("flac", "PCM_24")}
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def fail(message: str) -> None:
+    raise CliError(message)
+
+
+def run_safely(fn):
+    """Decorator: turn any exception into a one-line error and a non-zero exit."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            console.print("[red]error:[/red] interrupted (no partial output was left)")
+            raise typer.Exit(130)
+        except Exception as err:  # noqa: BLE001 - the CLI boundary: nothing escapes as a traceback
+            if os.environ.get("M2L_DEBUG"):
+                raise
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            known = ("AudioError", "ContainerError", "OutputError", "OutputExistsError", "WeightsError",
+                     "ModelMismatchError", "CliError", "FileNotFoundError", "ValueError", "PermissionError")
+            prefix = "" if type(err).__name__ in known else f"{type(err).__name__}: "
+            console.print(f"[red]error:[/red] {prefix}{message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def parse_shard(shard: Optional[str]) -> tuple[int, int]:
+    if shard is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        fail(f"--shard must look like I/N (e.g. 0/4), got {shard!r}")
+    if not (n >= 1 and 0 <= i < n):
+        fail(f"--shard I/N needs 0 <= I < N, got {shard!r}")
+    return i, n
+
+
+def plan_jobs(src: Path, dst: Path, suffixes: set[str], new_suffix: str, shard: tuple[int, int]) -> list[tuple[Path, Path]]:
+    """One (input, output) pair for a file, or a mirrored tree for a directory, split by shard."""
+    if not src.exists():
+        fail(f"input not found: {src}")
+    if src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        if not files:
+            fail(f"no input files ({', '.join(sorted(suffixes))}) under {src}")
+        jobs = [(f, dst / f.relative_to(src).with_suffix(new_suffix)) for f in files]
+    else:
+        jobs = [(src, dst)]
+    i, n = shard
+    return [job for k, job in enumerate(jobs) if k % n == i]
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+
+
+def summary_table(title: str, rows: list, compress: bool) -> Table:
+    """Sizes, ratios, bitrate and speed of a compress or decompress run."""
+    table = Table(title=title)
+    for col in ("file", "duration", "input", "output", "ratio vs PCM16", "ratio vs input", "bitrate",
+                "time", "speed"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for name, st in rows:
+        m2l = st.output_bytes if compress else st.input_bytes
+        orig = st.input_bytes if compress else st.output_bytes
+        table.add_row(name, f"{st.duration:.2f} s", human_bytes(st.input_bytes), human_bytes(st.output_bytes),
+                      f"{st.pcm16_bytes / max(m2l, 1):.0f}x", f"{orig / max(m2l, 1):.1f}x" if compress else "-",
+                      f"{m2l * 8 / max(st.duration, 1e-9) / 1000:.2f} kbps", f"{st.seconds:.2f} s",
+                      f"{st.realtime:.1f}x real time")
+    return table
+
+
+def get_codec(model: Optional[Path], device: str):
+    from m2lcodec.codec import load_codec
+
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            fail("--device cuda was asked for but no CUDA device is available")
+    return load_codec(model, device)
+
+
+ModelOpt = typer.Option(None, "--model", help="weights file (.safetensors); default: the bundled model")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda")
+ForceOpt = typer.Option(False, "--force", help="overwrite existing outputs")
+ShardOpt = typer.Option(None, "--shard", help="I/N: process only the I-th of N slices of a directory")
+
+
+@app.command()
+@run_safely
+def compress(src: Path = typer.Argument(..., help="audio file or directory"),
+             dst: Path = typer.Argument(..., help=".m2l file or directory"),
+             model: Optional[Path] = ModelOpt, quant: str = typer.Option("int8", help="int8 or fp16"),
+             device: str = DeviceOpt, force: bool = ForceOpt,
+             seed: int = typer.Option(0, help="decoding seed stored in the file"),
+             sigma_cond: Optional[float] = typer.Option(None, "--sigma-cond", help="stored decode parameter"),
+             shard: Optional[str] = ShardOpt) -> None:
+    """Compress audio to .m2l (prints sizes, compression ratio, bitrate and timing)."""
+    if quant not in ("int8", "fp16"):
+        fail(f"--quant must be int8 or fp16, got {quant!r}")
+    jobs = plan_jobs(src, dst, AUDIO_SUFFIXES, ".m2l", parse_shard(shard))
+    codec = get_codec(model, device)
+    rows = []
+    with progress_bar() as bar:
+        task = bar.add_task("compressing", total=len(jobs))
+        for s, d in jobs:
+            bar.update(task, description=f"compressing {s.name}")
+            d.parent.mkdir(parents=True, exist_ok=True) if src.is_dir() else None
+            rows.append((s.name, codec.compress_file(s, d, quant=quant, seed=seed, sigma_cond=sigma_cond,
+                                                     force=force)))
+            bar.advance(task)
+    out.print(summary_table(f"compress ({quant}, model {codec.info.name} {codec.info.hash})", rows, True))
+
+
+@app.command()
+@run_safely
+def decompress(src: Path = typer.Argument(..., help=".m2l file or directory"),
+               dst: Path = typer.Argument(..., help="audio file or directory"),
+               model: Optional[Path] = ModelOpt, device: str = DeviceOpt, force: bool = ForceOpt,
+               seed: Optional[int] = typer.Option(None, help="override the seed stored in the file"),
+               sigma_cond: Optional[float] = typer.Option(None, "--sigma-cond", help="override the stored value"),
+               start: float = typer.Option(0.0, help="decode from this time (seconds)"),
+               duration: Optional[float] = typer.Option(None, help="decode this many seconds"),
+               fmt: str = typer.Option("wav16", "--format", help=f"output format: {', '.join(FORMATS)}"),
+               shard: Optional[str] = ShardOpt) -> None:
+    """Decompress .m2l to audio with the original sample rate, channels and length."""
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if duration is not None and duration <= 0:
+        fail("--duration must be positive")
+    suffix, subtype = FORMATS[fmt]
+    jobs = plan_jobs(src, dst, {".m2l"}, "." + suffix, parse_shard(shard))
+    codec = get_codec(model, device)
+    rows = []
+    with progress_bar() as bar:
+        task = bar.add_task("decompressing", total=len(jobs))
+        for s, d in jobs:
+            bar.update(task, description=f"decompressing {s.name}")
+            d.parent.mkdir(parents=True, exist_ok=True) if src.is_dir() else None
+            rows.append((s.name, codec.decompress_file(s, d, force=force, seed=seed, sigma_cond=sigma_cond,
+                                                       start=start, duration=duration, subtype=subtype)))
+            bar.advance(task)
+    out.print(summary_table(f"decompress (model {codec.info.name} {codec.info.hash})", rows, False))
+
+
+@app.command()
+@run_safely
+def info(src: Path = typer.Argument(..., help=".m2l file"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show an .m2l file's header, duration, bitrate and model."""
+    from m2lcodec.container import Reader
+
+    with Reader.open(src) as reader:
+        header = reader.header
+    size = src.stat().st_size
+    record = {**header.to_dict(), "duration_s": header.duration, "file_bytes": size,
+              "kbps": size * 8 / max(header.duration, 1e-9) / 1000,
+              "kbps_per_channel": size * 8 / max(header.duration, 1e-9) / 1000 / header.channels}
+    if as_json:
+        out.print_json(json.dumps(record))
+        return
+    table = Table(title=str(src), show_header=False)
+    for k, v in record.items():
+        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    out.print(table)
+
+
+@app.command()
+@run_safely
+def embed(src: Path = typer.Argument(..., help="audio file"), dst: Path = typer.Argument(..., help=".npy output"),
+          model: Optional[Path] = ModelOpt, device: str = DeviceOpt, force: bool = ForceOpt) -> None:
+    """Summary-embedding features for MIR (channels x K*width, averaged over chunks) as .npy."""
+    import numpy as np
+
+    from m2lcodec.atomic import atomic_output
+    from m2lcodec.audio import read_audio
+
+    audio, sr = read_audio(src)
+    codec = get_codec(model, device)
+    features = codec.embed(audio, sr)
+    with atomic_output(dst, force=force, protect=src) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, features)
+    out.print(f"wrote {dst}: features {features.shape[0]} x {features.shape[1]} (channels x K*width)")
+
+
+@app.command("model-info")
+@run_safely
+def model_info(spec: str = typer.Argument(..., help="preset name (tiny, small, paper), weights or checkpoint"),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Config and parameter count per module and in total."""
+    from m2lcodec.weights import model_from_preset_or_file
+
+    model, cfg, source = model_from_preset_or_file(spec)
+    counts = model.param_counts()
+    record = {"source": source, "config": cfg.to_dict(), "params": counts, "total_params": counts["total"],
+              "tokens_per_chunk": cfg.tokens, "token_grid": list(cfg.grid)}
+    if as_json:
+        out.print_json(json.dumps(record))
+        return
+    table = Table(title=f"{cfg.name} ({source})")
+    table.add_column("module")
+    table.add_column("parameters", justify="right")
+    for k, v in counts.items():
+        table.add_row(k, f"{v:,}")
+    out.print(table)
+    out.print({k: v for k, v in cfg.to_dict().items()})
+
+
+@app.command()
+@run_safely
+def train(preset: str = typer.Option("small", help="tiny, small or paper"),
+          data: Path = typer.Option(..., help="folder of audio or a .txt file list"),
+          run_dir: Path = typer.Option(..., "--run-dir", help="log.jsonl and checkpoint.pt go here"),
+          steps: Optional[int] = typer.Option(None, help="total steps of the run (schedules)"),
+          until: Optional[int] = typer.Option(None, help="stop at this step (default: --steps)"),
+          resume: bool = typer.Option(False, help="continue from RUN_DIR/checkpoint.pt"),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+          device: str = DeviceOpt, val_data: Optional[Path] = typer.Option(None, "--val-data"),
+          config: Optional[Path] = typer.Option(None, help="JSON file of TrainConfig fields"),
+          cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="decoded-audio cache")) -> None:
+    """Train or fine-tune a model (consistency training; see docs/training.md)."""
+    from m2lcodec.train import TrainConfig, Trainer
+
+    saved = run_dir / "config.json"
+    fields = {}
+    if resume and saved.exists():
+        fields = json.loads(saved.read_text())
+    if config is not None:
+        fields.update(json.loads(config.read_text()))
+    if not resume or "preset" not in fields:
+        fields["preset"] = preset
+    for key, value in (("steps", steps), ("batch_size", batch_size)):
+        if value is not None:
+            fields[key] = value
+    if cache_dir is not None:
+        fields["cache_dir"] = str(cache_dir)
+    cfg = TrainConfig.from_dict(fields)
+    if resume and not (run_dir / "checkpoint.pt").exists():
+        fail(f"--resume: no checkpoint in {run_dir}")
+    if not resume and (run_dir / "checkpoint.pt").exists():
+        fail(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    trainer = Trainer(cfg, data, run_dir, device=device, val_data=val_data)
+    if resume:
+        trainer.resume()
+    if trainer.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(asdict(cfg), indent=1))
+    target = min(until or cfg.steps, cfg.steps)
+    if trainer.rank != 0:
+        trainer.fit(target)
+        return
+    with progress_bar() as bar:
+        task = bar.add_task(f"training {cfg.preset}", total=target, completed=trainer.step)
+
+        def report(record: dict) -> None:
+            bar.update(task, completed=record["step"],
+                       description=f"training {cfg.preset} loss {record['loss']:.3g}")
+
+        trainer.fit(target, progress=report)
+    out.print(f"step {trainer.step}: checkpoint {trainer.ckpt_path}, log {run_dir / 'log.jsonl'}")
+
+
+@app.command()
+@run_safely
+def export(checkpoint: Path = typer.Argument(..., help="training checkpoint.pt"),
+           dst: Path = typer.Argument(..., help="output .safetensors"), force: bool = ForceOpt,
+           raw: bool = typer.Option(False, help="export the raw weights instead of the EMA"),
+           sigma_cond: Optional[float] = typer.Option(None, "--sigma-cond", help="default decode parameter"),
+           name: Optional[str] = typer.Option(None, help="model name (default: the preset)")) -> None:
+    """Turn a training checkpoint into the small fp16 weights file the codec loads."""
+    from m2lcodec.train import export_weights
+
+    if not checkpoint.is_file():
+        fail(f"checkpoint not found: {checkpoint}")
+    if dst.exists() and not force:
+        fail(f"{dst} exists; pass --force to overwrite")
+    digest = export_weights(checkpoint, dst, use_ema=not raw, sigma_cond=sigma_cond, name=name)
+    out.print(f"wrote {dst} ({human_bytes(dst.stat().st_size)}), hash {digest}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,361 @@
+"""The codec: audio <-> latents <-> .m2l, around any model with the Music2Latent2 interface.
+
+Channels: every channel is one mono stream for the mono model; all channels go through the network
+together as one batch. Sample rates: audio is resampled to 44.1 kHz for the model and back to its own
+rate on output, and the exact sample count is restored.
+
+Decoding is the two-step autoregressive procedure of the design doc (section 5), one network evaluation
+per chunk, as a generator: chunk 0 is decoded alone from pure noise; then each evaluation takes the
+pair (previous chunk's first estimate re-noised to sigma_cond, current chunk from pure noise), emits
+the previous chunk's refined second step and keeps the current chunk's first step. Noise is drawn from
+a generator seeded by (seed, chunk index), so the same file and seed always decode the same way, and a
+decode that starts in the middle draws the same noise as one from the start.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from m2lcodec import __version__, schedule, spectral
+from m2lcodec.audio import AudioError, AudioWriter, StreamResampler, read_audio, resample
+from m2lcodec.container import DEFAULT_FRAME_CHUNKS, Header, Reader, default_quant_params, pack, write_file
+from m2lcodec.model import Music2Latent2, select_features
+from m2lcodec.weights import ModelInfo, load_model
+
+DEFAULT_SIGMA_COND = 0.4  # best in the paper's sweep (Fig. 3); a model file may carry its own
+
+
+class ModelMismatchError(ValueError):
+    """The .m2l file was made by another model than the one loaded."""
+
+
+@dataclass
+class CodecStats:
+    """What compress/decompress report: sizes, rates and timing."""
+
+    duration: float
+    sample_rate: int
+    channels: int
+    input_bytes: int
+    output_bytes: int
+    pcm16_bytes: int
+    seconds: float
+
+    @property
+    def realtime(self) -> float:
+        return self.duration / max(self.seconds, 1e-9)
+
+
+def model_length(num_samples: int, sample_rate: int) -> int:
+    """Samples at the model rate that stand for `num_samples` at `sample_rate`."""
+    return max(1, math.ceil(num_samples * spectral.SAMPLE_RATE / sample_rate))
+
+
+def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
+    """Trim or zero-pad (C, N) to exactly n samples (resamplers may be off by a sample)."""
+    if audio.shape[1] >= n:
+        return audio[:, :n]
+    return np.pad(audio, ((0, 0), (0, n - audio.shape[1])))
+
+
+def chunk_noise(seed: int, chunk: int, role: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal noise that depends only on (seed, chunk, role): 0 = initial, 1 = re-noising."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + chunk * 2 + role) % (2**63))
+    return torch.randn(shape, generator=g)
+
+
+class Codec:
+    """A loaded model plus everything to turn audio into latents, bytes and files, and back."""
+
+    def __init__(self, model: Music2Latent2, info: ModelInfo, device: str = "cpu", batch_chunks: int = 16,
+                 precision: str = "auto") -> None:
+        self.model = model.eval()
+        self.info = info
+        self.device = torch.device(device)
+        self.batch_chunks = batch_chunks
+        if precision == "auto":  # bf16 autocast is faster on CPU (docs/architecture.md) and on recent GPUs
+            precision = "bf16" if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp32"
+        self.dtype = torch.bfloat16 if precision == "bf16" else None
+        self.sigma_cond = float(info.metadata.get("sigma_cond", DEFAULT_SIGMA_COND))
+
+    @property
+    def sample_rate(self) -> int:
+        return spectral.SAMPLE_RATE
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    # -- encoding ----------------------------------------------------------------------------
+    def _model_audio(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[None]
+        if audio.ndim != 2 or audio.shape[1] == 0:
+            raise AudioError("audio must be (channels, samples) with at least one sample")
+        if not np.isfinite(audio).all():
+            raise AudioError("audio contains NaN or infinite samples")
+        return fit_length(resample(audio, sample_rate, self.sample_rate), model_length(audio.shape[1], sample_rate))
+
+    def _chunk_specs(self, wave: torch.Tensor, first: int, last: int) -> torch.Tensor:
+        """Spectrograms of chunks [first, last) of a padded (C, N) waveform -> (C * n, 2, 1024, 64)."""
+        seg = wave[:, first * spectral.CHUNK_SAMPLES : last * spectral.CHUNK_SAMPLES + spectral.PAD_LEFT]
+        chunks = spectral.split_chunks(spectral.wave_to_spec(seg))  # (C, n, 2, 1024, 64)
+        return chunks.flatten(0, 1)
+
+    @torch.inference_mode()
+    def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """(channels, samples) at any rate -> latents (channels, T, K, D) float32 in (-1, 1)."""
+        wave, chunks = spectral.pad_to_chunks(torch.from_numpy(self._model_audio(audio, sample_rate)))
+        channels = wave.shape[0]
+        out = []
+        step = max(1, self.batch_chunks // channels)
+        for first in range(0, chunks, step):
+            last = min(first + step, chunks)
+            spec = self._chunk_specs(wave, first, last).to(self.device)
+            with self._autocast():
+                z = self.model.encode(spec)
+            out.append(z.float().view(channels, last - first, *z.shape[1:]).cpu())
+        return torch.cat(out, dim=1).numpy()
+
+    @torch.inference_mode()
+    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """MIR features (design doc section 6): each chunk's K summary tokens before the encoder's last
+        linear layer, stacked along channels (K * width) and averaged over chunks -> (channels, K * width)."""
+        wave, chunks = spectral.pad_to_chunks(torch.from_numpy(self._model_audio(audio, sample_rate)))
+        channels = wave.shape[0]
+        total = None
+        step = max(1, self.batch_chunks // channels)
+        for first in range(0, chunks, step):
+            last = min(first + step, chunks)
+            with self._autocast():
+                f = self.model.encoder.features(self._chunk_specs(wave, first, last).to(self.device))
+            f = f.float().view(channels, last - first, -1).sum(1).cpu()
+            total = f if total is None else total + f
+        return (total / chunks).numpy()
+
+    # -- decoding ----------------------------------------------------------------------------
+    def _features(self, latents, first: int, last: int) -> list[torch.Tensor]:
+        """Decoder features of chunks [first, last) for all channels, ordered (chunk, channel).
+        `latents` is a (C, T, K, D) array or a LazyLatents that reads only the frames asked for."""
+        block = torch.from_numpy(np.ascontiguousarray(latents[:, first:last], dtype=np.float32))
+        z = block.transpose(0, 1).reshape(-1, *block.shape[2:]).to(self.device)
+        with self._autocast():
+            return self.model.decoder_features(z)
+
+    def _chunk_steps(self, latents, seed: int, sigma_cond: float,
+                     start: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yields (chunk index, refined spectrogram (C, 2, 1024, 64)) for chunks start.. in order."""
+        channels, total = latents.shape[:2]
+        shape = (channels, 1, 2, spectral.FREQ_BINS, spectral.CHUNK_FRAMES)
+        s_cond = max(sigma_cond, schedule.SIGMA_MIN)
+        sig_single = torch.full((channels, 1), schedule.SIGMA_MAX, device=self.device)
+        sig_pair = torch.tensor([s_cond, schedule.SIGMA_MAX], device=self.device).expand(channels, 2)
+        sig_last = torch.full((channels, 2), s_cond, device=self.device)
+        feats, feats_first = None, 0
+        prev_feats = prev = None
+
+        def chunk_feats(t: int) -> list[torch.Tensor]:
+            nonlocal feats, feats_first
+            if feats is None or not feats_first <= t < feats_first + feats[0].shape[0] // channels:
+                feats_first = t  # decoder features in parallel batches: memory bounded by the batch
+                feats = self._features(latents, t, min(t + max(1, self.batch_chunks // channels), total))
+            i = (t - feats_first) * channels
+            return select_features(feats, slice(i, i + channels))
+
+        def pair_features(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [torch.stack([fa, fb], dim=1).flatten(0, 1) for fa, fb in zip(a, b)]
+
+        for t in range(start, total):
+            f_t = chunk_feats(t)
+            x_t = chunk_noise(seed, t, 0, shape).to(self.device) * schedule.SIGMA_MAX
+            with self._autocast():
+                if prev is None:
+                    prev = self.model.denoise(x_t, sig_single, f_t)[:, 0]
+                    prev_feats = f_t
+                    continue
+                renoised = prev + s_cond * chunk_noise(seed, t - 1, 1, shape).to(self.device)[:, 0]
+                out = self.model.denoise(torch.stack([renoised, x_t[:, 0]], dim=1), sig_pair,
+                                         pair_features(prev_feats, f_t))
+            yield t - 1, out[:, 0].float()
+            prev, prev_feats = out[:, 1], f_t
+            last_emitted = out[:, 0]
+        # the last chunk's second step: one extra pass, with the refined chunk before it as context
+        with self._autocast():
+            renoised = prev + s_cond * chunk_noise(seed, total - 1, 1, shape).to(self.device)[:, 0]
+            if total - start >= 2:
+                ctx = last_emitted + s_cond * chunk_noise(seed, total - 2, 1, shape).to(self.device)[:, 0]
+                out = self.model.denoise(torch.stack([ctx, renoised], dim=1), sig_last,
+                                         pair_features(chunk_feats(total - 2), prev_feats))[:, 1]
+            else:
+                out = self.model.denoise(renoised[:, None], sig_last[:, :1], prev_feats)[:, 0]
+        yield total - 1, out.float()
+
+    @torch.inference_mode()
+    def decode_stream(self, latents: np.ndarray, num_samples: int | None = None, sample_rate: int | None = None,
+                      seed: int = 0, sigma_cond: float | None = None, start: float = 0.0,
+                      duration: float | None = None, block_chunks: int = 1) -> Iterator[np.ndarray]:
+        """Latents (C, T, K, D) -> audio blocks (C, n) float32 at `sample_rate`, in order, with bounded
+        memory. `num_samples` is the original length at `sample_rate` (default: all T chunks);
+        `start`/`duration` (seconds) decode a time range, warming up on the chunk before it."""
+        sample_rate = sample_rate or self.sample_rate
+        channels, total = latents.shape[:2]
+        if num_samples is None:
+            num_samples = (total * spectral.CHUNK_SAMPLES - spectral.PAD_LEFT) * sample_rate // self.sample_rate
+        n_model = model_length(num_samples, sample_rate)
+        # output range in samples at the output rate, then at the model rate with a resampler margin
+        out_first = min(int(round(start * sample_rate)), num_samples)
+        out_last = num_samples if duration is None else min(num_samples, out_first + int(round(duration * sample_rate)))
+        ranged = out_first > 0 or out_last < num_samples
+        margin = 2048 if ranged and sample_rate != self.sample_rate else 0
+        m_first = max(0, math.floor(out_first * self.sample_rate / sample_rate) - margin)
+        m_last = min(n_model, math.ceil(out_last * self.sample_rate / sample_rate) + margin)
+        first_chunk = (m_first + spectral.PAD_LEFT) // spectral.CHUNK_SAMPLES
+        begin_chunk = max(first_chunk - 1, 0)  # warm-up chunk: its overlap tail and context
+        istft = spectral.StreamingISTFT(channels, self.device)
+        resampler = StreamResampler(self.sample_rate, sample_rate, channels)
+        # model-rate samples [m_first, m_last) are padded-stream samples offset by PAD_LEFT
+        pos = begin_chunk * spectral.CHUNK_SAMPLES - spectral.PAD_LEFT  # model-rate sample index of next block
+        produced = 0
+        skip_out = 0
+        if ranged:  # samples of the resampled block that lie before out_first
+            skip_out = out_first - int(round(m_first * sample_rate / self.sample_rate))
+        wanted = out_last - out_first
+        pending: list[np.ndarray] = []
+
+        def emit(block: np.ndarray, last: bool) -> Iterator[np.ndarray]:
+            nonlocal produced, skip_out
+            y = resampler.process(block, last=last)
+            if skip_out:
+                cut = min(skip_out, y.shape[1])
+                y, skip_out = y[:, cut:], skip_out - cut
+            y = y[:, : wanted - produced]
+            produced += y.shape[1]
+            if y.shape[1]:
+                yield y
+
+        for t, spec in self._chunk_steps(latents, seed, self.sigma_cond if sigma_cond is None else sigma_cond,
+                                         begin_chunk):
+            wave = istft.push(spec).cpu().numpy()
+            lo, hi = max(m_first - pos, 0), min(m_last - pos, wave.shape[1])
+            pos += wave.shape[1]
+            if hi > lo:
+                pending.append(wave[:, lo:hi])
+            if sum(p.shape[1] for p in pending) >= block_chunks * spectral.CHUNK_SAMPLES:
+                yield from emit(np.concatenate(pending, axis=1), last=False)
+                pending = []
+            if pos >= m_last:
+                break
+        if pos < m_last:  # the final partial window tail (only reached when the stream ran out)
+            wave = istft.flush().cpu().numpy()
+            pending.append(wave[:, : max(0, m_last - pos)])
+        block = np.concatenate(pending, axis=1) if pending else np.zeros((channels, 0), np.float32)
+        yield from emit(block, last=True)
+        if produced < wanted:  # resampler rounding: pad the last sample(s) with silence
+            yield np.zeros((channels, wanted - produced), np.float32)
+
+    def decode(self, latents: np.ndarray, num_samples: int | None = None, sample_rate: int | None = None,
+               seed: int = 0, sigma_cond: float | None = None, **kwargs) -> np.ndarray:
+        """Latents (C, T, K, D) -> audio (C, num_samples) float32 (whole file in memory)."""
+        return np.concatenate(list(self.decode_stream(latents, num_samples, sample_rate, seed, sigma_cond, **kwargs)),
+                              axis=1)
+
+    # -- bytes and files ---------------------------------------------------------------------
+    def make_header(self, latents: np.ndarray, num_samples: int, sample_rate: int, quant: str, seed: int,
+                    sigma_cond: float | None) -> Header:
+        channels, chunks, k, d = latents.shape
+        return Header(sample_rate=int(sample_rate), model_sample_rate=self.sample_rate, channels=channels,
+                      num_samples=int(num_samples), num_chunks=chunks, num_latents=k, latent_dim=d,
+                      samples_per_chunk=spectral.CHUNK_SAMPLES, frame_chunks=DEFAULT_FRAME_CHUNKS, quant=quant,
+                      quant_params=default_quant_params(quant), model_name=self.info.name,
+                      model_hash=self.info.hash,
+                      sigma_cond=float(self.sigma_cond if sigma_cond is None else sigma_cond),
+                      seed=int(seed), encoder=f"m2lcodec {__version__}")
+
+    def check_header(self, header: Header) -> None:
+        if header.model_hash != self.info.hash:
+            raise ModelMismatchError(
+                f"this file was made with model '{header.model_name}' ({header.model_hash}) but the loaded model "
+                f"is '{self.info.name}' ({self.info.hash}); pass --model with the matching weights")
+
+    def compress(self, audio: np.ndarray, sample_rate: int, quant: str = "int8", seed: int = 0,
+                 sigma_cond: float | None = None) -> bytes:
+        audio = np.asarray(audio, dtype=np.float32)
+        audio = audio[None] if audio.ndim == 1 else audio
+        latents = self.encode(audio, sample_rate)
+        return pack(self.make_header(latents, audio.shape[1], sample_rate, quant, seed, sigma_cond), latents)
+
+    def decompress(self, data: bytes, seed: int | None = None,
+                   sigma_cond: float | None = None) -> tuple[np.ndarray, int]:
+        with Reader.from_bytes(data) as reader:
+            header = reader.header
+            self.check_header(header)
+            latents = reader.read_all()
+        audio = self.decode(latents, header.num_samples, header.sample_rate,
+                            header.seed if seed is None else seed,
+                            header.sigma_cond if sigma_cond is None else sigma_cond)
+        return audio, header.sample_rate
+
+    def compress_file(self, src: str | Path, dst: str | Path, quant: str = "int8", seed: int = 0,
+                      sigma_cond: float | None = None, force: bool = False) -> CodecStats:
+        t0 = time.perf_counter()
+        audio, sr = read_audio(src)
+        latents = self.encode(audio, sr)
+        header = self.make_header(latents, audio.shape[1], sr, quant, seed, sigma_cond)
+        write_file(dst, header, latents, force=force, protect=Path(src))
+        return CodecStats(duration=audio.shape[1] / sr, sample_rate=sr, channels=audio.shape[0],
+                          input_bytes=Path(src).stat().st_size, output_bytes=Path(dst).stat().st_size,
+                          pcm16_bytes=audio.size * 2, seconds=time.perf_counter() - t0)
+
+    def decompress_file(self, src: str | Path, dst: str | Path, force: bool = False, seed: int | None = None,
+                        sigma_cond: float | None = None, start: float = 0.0, duration: float | None = None,
+                        subtype: str = "PCM_16") -> CodecStats:
+        """Streams: reads the latents frame by frame as needed and writes audio block by block."""
+        t0 = time.perf_counter()
+        with Reader.open(src) as reader:
+            header = reader.header
+            self.check_header(header)
+            if start < 0 or (start > 0 and start >= header.duration):
+                raise ValueError(f"--start {start:g} s is outside the file ({header.duration:.2f} s)")
+            latents = LazyLatents(reader)
+            written = 0
+            with AudioWriter(dst, header.sample_rate, header.channels, subtype=subtype, force=force,
+                             protect=Path(src)) as writer:
+                for block in self.decode_stream(latents, header.num_samples, header.sample_rate,
+                                                header.seed if seed is None else seed,
+                                                header.sigma_cond if sigma_cond is None else sigma_cond,
+                                                start=start, duration=duration):
+                    writer.write(block)
+                    written += block.shape[1]
+        return CodecStats(duration=written / header.sample_rate, sample_rate=header.sample_rate,
+                          channels=header.channels, input_bytes=Path(src).stat().st_size,
+                          output_bytes=Path(dst).stat().st_size, pcm16_bytes=written * header.channels * 2,
+                          seconds=time.perf_counter() - t0)
+
+
+class LazyLatents:
+    """Array-like view of a container's latents that reads frames only when sliced (bounded memory)."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        h = reader.header
+        self.shape = (h.channels, h.num_chunks, h.num_latents, h.latent_dim)
+
+    def __getitem__(self, index: tuple[slice, slice]) -> np.ndarray:
+        chunks = index[1]
+        start, stop, _ = chunks.indices(self.shape[1])
+        return self.reader.read_chunks(start, stop)
+
+
+def load_codec(model: str | Path | None = None, device: str = "auto", **kwargs) -> Codec:
+    """The codec with the bundled default model, or with the weights file `model`."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    net, info = load_model(model, device)
+    return Codec(net, info, device, **kwargs)
