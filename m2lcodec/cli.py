@@ -16,13 +16,14 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Music2Latent2 neural audio codec for music.")
 console = Console(stderr=True)
-out = Console()
+out = Console(markup=False)  # file names may contain [brackets]: never parse them as markup
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
 FORMATS = {"wav16": ("wav", "PCM_16"), "wav24": ("wav", "PCM_24"), "float": ("wav", "FLOAT"),
@@ -57,7 +58,7 @@ def run_safely(fn):
             known = ("AudioError", "ContainerError", "OutputError", "OutputExistsError", "WeightsError",
                      "ModelMismatchError", "CliError", "FileNotFoundError", "ValueError", "PermissionError")
             prefix = "" if type(err).__name__ in known else f"{type(err).__name__}: "
-            console.print(f"[red]error:[/red] {prefix}{message}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {escape(prefix + message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
     return wrapper
@@ -99,8 +100,9 @@ def human_bytes(n: float) -> str:
 
 
 def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=True)
 
 
 def summary_table(title: str, rows: list, compress: bool) -> Table:
@@ -328,6 +330,78 @@ def export(checkpoint: Path = typer.Argument(..., help="training checkpoint.pt")
         fail(f"{dst} exists; pass --force to overwrite")
     digest = export_weights(checkpoint, dst, use_ema=not raw, sigma_cond=sigma_cond, name=name)
     out.print(f"wrote {dst} ({human_bytes(dst.stat().st_size)}), hash {digest}")
+
+
+@app.command()
+@run_safely
+def bench(clips: Path = typer.Argument(..., help="folder of audio clips (searched recursively)"),
+          report_dir: Path = typer.Option(..., "--out", help="report folder: results.json, report.md, PNG"),
+          model: Optional[Path] = ModelOpt,
+          quant: str = typer.Option("int8,fp16", help="comma-separated codec quantisations (int8, fp16); "
+                                    "'' for none"),
+          baselines: str = typer.Option("opus-6k,opus-12k,opus-24k,mp3-32k",
+                                        help="comma-separated ffmpeg baselines; '' for none"),
+          limit: Optional[int] = typer.Option(None, help="only the first N clips (sorted)"),
+          mono: bool = typer.Option(False, "--mono", help="mix clips to mono before coding"),
+          device: str = DeviceOpt,
+          no_visqol: bool = typer.Option(False, "--no-visqol", help="skip ViSQOL (the slowest metric)"),
+          seed: int = typer.Option(0, help="decoding seed stored in the .m2l data"),
+          save_audio: bool = typer.Option(False, "--save-audio", help="also write decoded WAVs to OUT/audio/"),
+          force: bool = typer.Option(False, "--force", help="overwrite an existing report")) -> None:
+    """Benchmark the codec against ffmpeg baselines: quality, bitrate, speed, memory (docs/bench.md)."""
+    from rich.markup import escape as escape_markup
+
+    from m2lcodec.bench import DEFAULT_BASELINE_NAMES, TABLE_COLUMNS, run_bench, summary_rows
+
+    quants = [q.strip() for q in quant.split(",") if q.strip()]
+    names = [b.strip() for b in baselines.split(",") if b.strip()]
+    for q in quants:
+        if q not in ("int8", "fp16"):
+            fail(f"--quant takes int8 and/or fp16, got {q!r}")
+    for b in names:
+        if b not in DEFAULT_BASELINE_NAMES:
+            fail(f"unknown baseline {b!r}; choose from {', '.join(DEFAULT_BASELINE_NAMES)}")
+    if not quants and not names:
+        fail("nothing to benchmark: --quant and --baselines are both empty")
+    if limit is not None and limit < 1:
+        fail("--limit must be at least 1")
+    if not clips.is_dir():
+        fail(f"clip folder not found: {clips}")
+    if not force:
+        for name in ("results.json", "report.md", "quality_vs_bitrate.png"):
+            if (report_dir / name).exists():
+                fail(f"{report_dir / name} exists; pass --force to overwrite the report")
+    codec = get_codec(model, device)  # loaded even for baselines only: the report records the model
+    import shlex
+
+    command = ["m2lcodec", "bench", str(clips), "--out", str(report_dir)]  # canonical, for the report
+    command += ["--model", str(model)] if model is not None else []
+    command += ["--quant", ",".join(quants), "--baselines", ",".join(names), "--seed", str(seed)]
+    command += (["--limit", str(limit)] if limit is not None else []) + (["--mono"] if mono else [])
+    command += (["--no-visqol"] if no_visqol else []) + (["--device", device] if device != "auto" else [])
+    with progress_bar() as bar:
+        task = bar.add_task("benchmarking", total=None)
+
+        def report(done: int, total: int, description: str) -> None:
+            bar.update(task, completed=done, total=total, description=description)
+
+        results = run_bench(clips, report_dir, codec, quants=quants, baselines=names, limit=limit, mono=mono,
+                            use_visqol=not no_visqol, seed=seed, save_audio=save_audio, model_path=model,
+                            command=shlex.join(command), force=force, progress=report)
+    meta = results["meta"]
+    table = Table(title=f"bench: {meta['num_clips']} clips, model {meta['model']['name']} "
+                        f"{meta['model']['hash']}, {meta['machine']['device']} (means over clips)")
+    table.add_column("codec")
+    for _, header, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="right")
+    for row in summary_rows(results):
+        table.add_row(*row)
+    out.print(table)
+    for note in meta["notes"]:
+        console.print(f"[yellow]note:[/yellow] {escape_markup(note)}", highlight=False)
+    out.print(f"wrote {report_dir / 'results.json'}, {report_dir / 'report.md'}"
+              + (f", {report_dir / 'quality_vs_bitrate.png'}" if (report_dir / "quality_vs_bitrate.png").exists()
+                 else ""))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -215,6 +215,8 @@ class Codec:
         ranged = out_first > 0 or out_last < num_samples
         margin = 2048 if ranged and sample_rate != self.sample_rate else 0
         m_first = max(0, math.floor(out_first * self.sample_rate / sample_rate) - margin)
+        # start where both sample grids meet, so the resampled range lies on the full decode's output grid
+        m_first -= m_first % (self.sample_rate // math.gcd(self.sample_rate, sample_rate))
         m_last = min(n_model, math.ceil(out_last * self.sample_rate / sample_rate) + margin)
         first_chunk = (m_first + spectral.PAD_LEFT) // spectral.CHUNK_SAMPLES
         begin_chunk = max(first_chunk - 1, 0)  # warm-up chunk: its overlap tail and context

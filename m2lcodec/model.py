@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from m2lcodec import schedule
-from m2lcodec.modules import DePatchifier, NoiseEmbedding, Patchifier, TransformerBlock
+from m2lcodec.modules import DePatchifier, NoiseEmbedding, Patchifier, TransformerBlock, zero_biases
 from m2lcodec.spectral import CHUNK_FRAMES, FREQ_BINS
 
 
@@ -124,7 +124,7 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.freq_scale = FrequencyScaling()
         self.patchifier = Patchifier(cfg.in_channels, cfg.channels, cfg.blocks, cfg.stem, cfg.down)
-        self.proj_in = nn.Linear(cfg.channels[-1], cfg.width)
+        self.proj_in = zero_biases(nn.Linear(cfg.channels[-1], cfg.width))
         self.pos = nn.Parameter(torch.randn(1, cfg.tokens, cfg.width) * 0.02)
         self.latent_tokens = nn.Parameter(torch.randn(1, cfg.num_latents, cfg.width) * 0.02)
         self.blocks = nn.ModuleList(
@@ -192,7 +192,7 @@ class ConsistencyModel(nn.Module):
         self.freq_scale_in = FrequencyScaling()
         self.freq_scale_out = FrequencyScaling()
         self.patchifier = Patchifier(cfg.in_channels, cfg.channels, cfg.blocks, cfg.stem, cfg.down, cond)
-        self.proj_in = nn.Linear(cfg.channels[-1], cfg.width)
+        self.proj_in = zero_biases(nn.Linear(cfg.channels[-1], cfg.width))
         self.pos = nn.Parameter(torch.randn(1, cfg.tokens, cfg.width) * 0.02)
         self.segment = nn.Parameter(torch.randn(2, cfg.width) * 0.02)  # which chunk of the pair
         self.blocks = nn.ModuleList(

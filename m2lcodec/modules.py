@@ -15,6 +15,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def zero_biases(module: nn.Module) -> nn.Module:
+    """Zero every conv/linear bias in `module`. PyTorch's default uniform biases add an input-independent
+    offset that, at initialisation, drowns the input-dependent part of the features (measured: the
+    encoder's summary embeddings varied 7x less across inputs), which starves the latents of signal."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return module
+
+
 def group_count(channels: int, max_groups: int = 8) -> int:
     g = min(max_groups, channels)
     while channels % g:
@@ -77,6 +87,7 @@ class Patchifier(nn.Module):
             nn.ModuleList(ConvBlock(c, cond_dim) for _ in range(n)) for c, n in zip(channels, blocks))
         self.downs = nn.ModuleList(
             nn.Conv2d(channels[i], channels[i + 1], kernel_size=f, stride=f) for i, f in enumerate(down))
+        zero_biases(self)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
                 cross: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -113,6 +124,7 @@ class DePatchifier(nn.Module):
         if out_channels is not None:
             self.head_norm = nn.GroupNorm(group_count(channels[0]), channels[0])
             self.head = nn.ConvTranspose2d(channels[0], out_channels, kernel_size=stem, stride=stem)
+        zero_biases(self)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None,
                 skips: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:

@@ -143,10 +143,13 @@ def validate(model: Music2Latent2, crops: torch.Tensor, dtype: torch.dtype | Non
         rec = model.denoise(noise * schedule.SIGMA_MAX, sigma_max, model.decoder_features(latents))
         swapped = model.denoise(noise * schedule.SIGMA_MAX, sigma_max,
                                 model.decoder_features(latents.roll(1, dims=0)))
+        feats_swapped = model.decoder_features(latents.roll(1, dims=0))
         for s in sigmas:
             sig = torch.full(x.shape[:2], s, device=device)
             den = model.denoise(x + s * noise, sig, model.decoder_features(latents))
             out[f"denoise_mse@{s:g}"] = float((den - x).pow(2).mean())
+            den_swapped = model.denoise(x + s * noise, sig, feats_swapped)
+            out[f"denoise_swap_ratio@{s:g}"] = float((den_swapped - x).pow(2).mean()) / max(out[f"denoise_mse@{s:g}"], 1e-12)
     out["rec_mse"] = float((rec - x).pow(2).mean())
     out["swap_mse"] = float((swapped - x).pow(2).mean())
     out["zeros_mse"] = float(x.pow(2).mean())

@@ -68,8 +68,13 @@ def read_info(path: Path) -> ModelInfo:
         raise WeightsError(f"cannot read model weights {path}: {err}") from None
     if meta.get("format") != "m2lcodec-weights-1":
         raise WeightsError(f"{path} is not an m2lcodec weights file")
-    cfg = ModelConfig.from_dict(json.loads(meta["config"]))
-    return ModelInfo(meta.get("name", cfg.name), meta["hash"], cfg, meta)
+    try:
+        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+        digest = meta["hash"]
+    except (KeyError, TypeError, ValueError) as err:  # a damaged or hand-made file: still one clean line
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise WeightsError(f"{path} has an invalid m2lcodec model description ({reason})") from None
+    return ModelInfo(meta.get("name", cfg.name), digest, cfg, meta)
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[Music2Latent2, ModelInfo]:

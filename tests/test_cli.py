@@ -1,0 +1,418 @@
+"""The `m2lcodec` command line: the commands, directory mode with shards, --force, and every kind of bad
+input a user can give (each must end in exit status != 0, one `error:` line, no traceback, no partial or
+temporary output, and the input untouched)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from conftest import file_digest, tree_listing
+from m2lcodec.cli import app
+from m2lcodec.container import Reader
+from m2lcodec.model import Music2Latent2, get_config
+
+M2L_SCRIPT = Path(sys.executable).with_name("m2lcodec")
+
+
+def make_runner() -> CliRunner:
+    """stderr kept apart from stdout: click < 8.2 (older typer) needs mix_stderr=False, newer ones
+    (and typer's own vendored click) always keep both and have no such argument."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+runner = make_runner()
+
+
+class Run:
+    """A finished CLI invocation: exit code, stdout, stderr, everything together."""
+
+    def __init__(self, result) -> None:
+        self.code = result.exit_code
+        self.exception = result.exception
+        self.stdout = result.stdout
+        try:
+            self.stderr = result.stderr
+        except ValueError:  # old click with mixed streams
+            self.stderr = ""
+        self.all = self.stdout + self.stderr
+
+
+def cli(*args) -> Run:
+    return Run(runner.invoke(app, [str(a) for a in args], catch_exceptions=True))
+
+
+def model_args(weights: Path) -> list[str]:
+    return ["--model", str(weights), "--device", "cpu"]
+
+
+def assert_one_line_error(run: Run, match: str | None = None) -> None:
+    assert run.code != 0, run.all
+    assert run.exception is None or isinstance(run.exception, SystemExit), run.exception
+    assert "Traceback" not in run.all
+    lines = [line for line in run.all.splitlines() if line.strip()]
+    assert len(lines) == 1, run.all
+    assert lines[0].startswith("error:"), run.all
+    if match is not None:
+        assert match.lower() in lines[0].lower(), run.all
+
+
+@pytest.fixture
+def work(tmp_path, stereo_wav, mono48_wav) -> Path:
+    """A scratch folder with copies of the test clips (so their hashes can be checked afterwards)."""
+    shutil.copy(stereo_wav, tmp_path / "stereo44.wav")
+    shutil.copy(mono48_wav, tmp_path / "mono48.wav")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def good_m2l(tmp_path_factory, tiny_weights, stereo_wav) -> Path:
+    d = tmp_path_factory.mktemp("m2l")
+    r = cli("compress", stereo_wav, d / "good.m2l", *model_args(tiny_weights))
+    assert r.code == 0, r.all
+    return d / "good.m2l"
+
+
+# -- the commands -----------------------------------------------------------------------------------
+
+def test_compress_decompress_info(work, tiny_weights):
+    src, m2l, wav = work / "stereo44.wav", work / "out" / "s.m2l", work / "out" / "s.wav"
+    before = file_digest(src)
+    r = cli("compress", src, m2l, *model_args(tiny_weights), "--quant", "fp16", "--seed", "3")
+    assert r.code == 0, r.all
+    assert "kbps" in r.stdout and "Traceback" not in r.all
+    with Reader.open(m2l) as reader:
+        assert (reader.header.quant, reader.header.seed) == ("fp16", 3)
+    r = cli("decompress", m2l, wav, *model_args(tiny_weights))
+    assert r.code == 0, r.all
+    i, o = sf.info(str(src)), sf.info(str(wav))
+    assert (o.frames, o.samplerate, o.channels, o.subtype) == (i.frames, i.samplerate, i.channels, "PCM_16")
+    r = cli("info", m2l, "--json")
+    assert r.code == 0, r.all
+    rec = json.loads(r.stdout)
+    assert rec["sample_rate"] == 44100 and rec["channels"] == 2 and rec["num_samples"] == i.frames
+    assert rec["duration_s"] == pytest.approx(i.frames / 44100)
+    assert rec["file_bytes"] == m2l.stat().st_size and rec["quant"] == "fp16"
+    assert rec["kbps"] == pytest.approx(m2l.stat().st_size * 8 / rec["duration_s"] / 1000)
+    r = cli("info", m2l)
+    assert r.code == 0 and "sample_rate" in r.stdout
+    assert file_digest(src) == before
+    assert tree_listing(work / "out") == ["s.m2l", "s.wav"]
+
+
+def test_decompress_formats_and_range(work, tiny_weights):
+    m2l = work / "out" / "m.m2l"
+    assert cli("compress", work / "mono48.wav", m2l, *model_args(tiny_weights)).code == 0
+    r = cli("decompress", m2l, work / "out" / "m.flac", *model_args(tiny_weights), "--format", "flac24")
+    assert r.code == 0, r.all
+    o = sf.info(str(work / "out" / "m.flac"))
+    assert (o.format, o.subtype, o.samplerate, o.channels, o.frames) == ("FLAC", "PCM_24", 48000, 1, 96000)
+    r = cli("decompress", m2l, work / "out" / "p.wav", *model_args(tiny_weights), "--format", "float",
+            "--start", "0.5", "--duration", "0.75")
+    assert r.code == 0, r.all
+    o = sf.info(str(work / "out" / "p.wav"))
+    assert (o.subtype, o.frames, o.samplerate) == ("FLOAT", 36000, 48000)
+
+
+def test_embed(work, tiny_weights):
+    dst = work / "out" / "e.npy"
+    r = cli("embed", work / "stereo44.wav", dst, *model_args(tiny_weights))
+    assert r.code == 0, r.all
+    cfg = get_config("tiny")
+    assert np.load(dst).shape == (2, cfg.num_latents * cfg.width)
+    assert_one_line_error(cli("embed", work / "stereo44.wav", dst, *model_args(tiny_weights)), "exists")
+    assert cli("embed", work / "stereo44.wav", dst, *model_args(tiny_weights), "--force").code == 0
+
+
+def test_model_info_tiny():
+    r = cli("model-info", "tiny", "--json")
+    assert r.code == 0, r.all
+    rec = json.loads(r.stdout)
+    assert rec["total_params"] == sum(p.numel() for p in Music2Latent2(get_config("tiny")).parameters())
+    assert rec["config"]["name"] == "tiny" and rec["tokens_per_chunk"] == get_config("tiny").tokens
+    assert set(rec["params"]) == {"encoder", "decoder", "cm", "total"}
+
+
+def test_model_info_weights_file(tiny_weights):
+    r = cli("model-info", tiny_weights, "--json")
+    assert r.code == 0, r.all
+    assert json.loads(r.stdout)["config"]["name"] == "tiny"
+    r = cli("model-info", "tiny")
+    assert r.code == 0 and "total" in r.stdout
+
+
+def test_model_info_paper():
+    r = cli("model-info", "paper", "--json")
+    assert r.code == 0, r.all
+    assert 90e6 <= json.loads(r.stdout)["total_params"] <= 110e6
+
+
+def test_model_info_unknown_preset():
+    assert_one_line_error(cli("model-info", "gigantic"), "unknown preset")
+
+
+# -- directory mode, shards, --force ------------------------------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path, stereo_audio, mono48_audio) -> Path:
+    """in/a.wav, in/sub/b.wav, in/sub/deeper/c.flac (short clips) and a text file to be ignored."""
+    (x, sr), (y, sr48) = stereo_audio, mono48_audio
+    src = tmp_path / "in"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    sf.write(src / "a.wav", x[:, :30000].T, sr)
+    sf.write(src / "sub" / "b.wav", y[:, :20000].T, sr48)
+    sf.write(src / "sub" / "deeper" / "c.flac", x[:, :10000].T, sr)
+    (src / "sub" / "notes.txt").write_text("not audio\n")
+    return src
+
+
+EXPECTED_M2L = ["a.m2l", "sub", "sub/b.m2l", "sub/deeper", "sub/deeper/c.m2l"]
+
+
+def test_directory_mode_mirrors_tree(tree, tiny_weights):
+    dst = tree.parent / "coded"
+    r = cli("compress", tree, dst, *model_args(tiny_weights))
+    assert r.code == 0, r.all
+    assert tree_listing(dst) == EXPECTED_M2L
+    back = tree.parent / "decoded"
+    r = cli("decompress", dst, back, *model_args(tiny_weights), "--format", "flac")
+    assert r.code == 0, r.all
+    assert tree_listing(back) == ["a.flac", "sub", "sub/b.flac", "sub/deeper", "sub/deeper/c.flac"]
+    for name, frames, rate in (("a", 30000, 44100), ("sub/b", 20000, 48000), ("sub/deeper/c", 10000, 44100)):
+        info = sf.info(str(back / f"{name}.flac"))
+        assert (info.frames, info.samplerate) == (frames, rate)
+
+
+def test_directory_shards_cover_every_file_once(tree, tiny_weights):
+    dst = tree.parent / "coded"
+    seen = []
+    for shard in ("0/2", "1/2"):
+        before = set(p for p in tree_listing(dst) if p.endswith(".m2l")) if dst.exists() else set()
+        r = cli("compress", tree, dst, *model_args(tiny_weights), "--shard", shard)
+        assert r.code == 0, r.all
+        new = set(p for p in tree_listing(dst) if p.endswith(".m2l")) - before
+        assert new, f"shard {shard} did nothing"
+        seen.append(new)
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == {p for p in EXPECTED_M2L if p.endswith(".m2l")}
+    assert tree_listing(dst) == EXPECTED_M2L  # no leftovers
+
+
+def test_directory_force(tree, tiny_weights):
+    dst = tree.parent / "coded"
+    assert cli("compress", tree, dst, *model_args(tiny_weights), "--seed", "1").code == 0
+    digests = {p: file_digest(dst / p) for p in EXPECTED_M2L if p.endswith(".m2l")}
+    assert_one_line_error(cli("compress", tree, dst, *model_args(tiny_weights), "--seed", "2"), "--force")
+    assert {p: file_digest(dst / p) for p in digests} == digests  # nothing overwritten
+    assert tree_listing(dst) == EXPECTED_M2L
+    r = cli("compress", tree, dst, *model_args(tiny_weights), "--seed", "2", "--force")
+    assert r.code == 0, r.all
+    assert tree_listing(dst) == EXPECTED_M2L
+    with Reader.open(dst / "a.m2l") as reader:
+        assert reader.header.seed == 2
+
+
+def test_file_force(work, tiny_weights):
+    src, m2l = work / "stereo44.wav", work / "out" / "s.m2l"
+    assert cli("compress", src, m2l, *model_args(tiny_weights)).code == 0
+    digest = file_digest(m2l)
+    assert_one_line_error(cli("compress", src, m2l, *model_args(tiny_weights), "--quant", "fp16"), "--force")
+    assert file_digest(m2l) == digest
+    assert cli("compress", src, m2l, *model_args(tiny_weights), "--quant", "fp16", "--force").code == 0
+    assert file_digest(m2l) != digest
+    assert tree_listing(work / "out") == ["s.m2l"]
+
+
+# -- bad input: one error line, nothing left behind, input untouched ----------------------------------------
+
+def _wav(path: Path, data: np.ndarray, sr: int = 44100, subtype: str = "FLOAT") -> Path:
+    sf.write(path, data, sr, subtype=subtype)
+    return path
+
+
+def _flip_payload_byte(data: bytes) -> bytes:
+    with Reader.from_bytes(data) as r:
+        payload_at = r.frame_offsets[0] + 8
+    b = bytearray(data)
+    b[payload_at + 40] ^= 0x5A
+    return bytes(b)
+
+
+def make_bad_input(kind: str, work: Path, good_m2l: Path, other_weights: Path) -> tuple[str, Path]:
+    """(command, input path) for each kind of bad input."""
+    if kind == "missing":
+        return "compress", work / "nope.wav"
+    if kind == "text":
+        p = work / "text.wav"
+        p.write_text("this is not audio, just text\n" * 20)
+        return "compress", p
+    if kind == "zero_samples":
+        return "compress", _wav(work / "empty.wav", np.zeros((0, 2), np.float32), subtype="PCM_16")
+    if kind == "nan":
+        x = np.zeros((4000, 1), np.float32)
+        x[1234] = np.nan
+        return "compress", _wav(work / "nan.wav", x)
+    if kind == "inf":
+        x = np.full((4000, 2), 0.1, np.float32)
+        x[10, 1] = -np.inf
+        return "compress", _wav(work / "inf.wav", x)
+    if kind == "directory_of_nothing":
+        d = work / "nothing"
+        d.mkdir()
+        (d / "readme.txt").write_text("x")
+        return "compress", d
+    data = good_m2l.read_bytes()
+    if kind == "truncated_m2l":
+        p = work / "trunc.m2l"
+        p.write_bytes(data[: len(data) - 100])
+        return "decompress", p
+    if kind == "truncated_header":
+        p = work / "trunc_header.m2l"
+        p.write_bytes(data[:30])
+        return "decompress", p
+    if kind == "corrupted_m2l":
+        p = work / "corrupt.m2l"
+        p.write_bytes(_flip_payload_byte(data))
+        return "decompress", p
+    if kind == "empty_m2l":
+        p = work / "empty.m2l"
+        p.write_bytes(b"")
+        return "decompress", p
+    if kind == "wav_to_decompress":
+        return "decompress", work / "stereo44.wav"
+    if kind == "other_model":
+        p = work / "other.m2l"
+        r = cli("compress", work / "mono48.wav", p, *model_args(other_weights))
+        assert r.code == 0, r.all
+        return "decompress", p
+    raise AssertionError(kind)
+
+
+BAD_KINDS = {
+    "missing": "not found", "text": "not a readable audio file", "zero_samples": "no audio samples",
+    "nan": "nan", "inf": "infinite", "directory_of_nothing": "no input files",
+    "truncated_m2l": "truncated", "truncated_header": "truncated", "corrupted_m2l": "corrupt",
+    "empty_m2l": "empty", "wav_to_decompress": "not an .m2l file", "other_model": "--model",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_KINDS))
+def test_bad_input(kind, work, good_m2l, tiny_weights, other_weights):
+    command, src = make_bad_input(kind, work, good_m2l, other_weights)
+    out_dir = work / "out"
+    dst = out_dir / ("x.m2l" if command == "compress" else "x.wav")
+    before_out = tree_listing(out_dir)
+    before_src = file_digest(src) if src.is_file() else None
+    assert_one_line_error(cli(command, src, dst, *model_args(tiny_weights)), BAD_KINDS[kind])
+    assert tree_listing(out_dir) == before_out  # no partial output, no temporary file
+    if before_src is not None:
+        assert file_digest(src) == before_src
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_existing_output_not_overwritten(command, work, good_m2l, tiny_weights):
+    src = work / "stereo44.wav" if command == "compress" else good_m2l
+    dst = work / "out" / ("x.m2l" if command == "compress" else "x.wav")
+    dst.write_bytes(b"precious")
+    before_src = file_digest(src)
+    assert_one_line_error(cli(command, src, dst, *model_args(tiny_weights)), "already exists")
+    assert dst.read_bytes() == b"precious"
+    assert tree_listing(work / "out") == ["x.m2l" if command == "compress" else "x.wav"]
+    assert file_digest(src) == before_src
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress", "embed"])
+@pytest.mark.parametrize("where", ["missing_dir", "proc"])
+def test_unwritable_output(command, where, work, good_m2l, tiny_weights):
+    src = good_m2l if command == "decompress" else work / "stereo44.wav"
+    name = {"compress": "x.m2l", "decompress": "x.wav", "embed": "x.npy"}[command]
+    # /proc exists and passes os.access as root, but no file can be created there
+    dst = work / "no" / "such" / "dir" / name if where == "missing_dir" else Path("/proc") / name
+    before = tree_listing(work)
+    before_src = file_digest(src)
+    assert_one_line_error(cli(command, src, dst, *model_args(tiny_weights)), "cannot write")
+    assert tree_listing(work) == before
+    assert file_digest(src) == before_src
+
+
+def test_input_protected_even_with_force(work, tiny_weights):
+    src = work / "stereo44.wav"
+    before = file_digest(src)
+    r = cli("decompress", src, src, *model_args(tiny_weights), "--force")
+    assert_one_line_error(r)
+    assert file_digest(src) == before
+
+
+@pytest.mark.parametrize("args,match", [
+    (["compress", "{wav}", "{out}/x.m2l", "--quant", "bogus"], "--quant"),
+    (["compress", "{wav}", "{out}/x.m2l", "--shard", "3/2"], "--shard"),
+    (["compress", "{wav}", "{out}/x.m2l", "--shard", "two"], "--shard"),
+    (["compress", "{wav}", "{out}/x.m2l", "--shard", "0/0"], "--shard"),
+    (["compress", "{wav}", "{out}/x.m2l", "--device", "tpu"], "--device"),
+    (["decompress", "{m2l}", "{out}/x.wav", "--format", "mp3"], "--format"),
+    (["decompress", "{m2l}", "{out}/x.wav", "--duration", "-1"], "--duration"),
+    (["decompress", "{m2l}", "{out}/x.wav", "--start", "1000"], "--start"),
+    (["compress", "{wav}", "{out}/x.m2l", "--model", "{out}/../stereo44.wav"], "model weights"),
+    (["compress", "{wav}", "{out}/x.m2l", "--model", "{out}/missing.safetensors"], "not found"),
+])
+def test_bad_option_values(args, match, work, good_m2l, tiny_weights):
+    fill = {"wav": str(work / "stereo44.wav"), "out": str(work / "out"), "m2l": str(good_m2l)}
+    argv = [a.format(**fill) for a in args]
+    if "--model" not in argv:
+        argv += ["--model", str(tiny_weights)]
+    if "--device" not in argv:
+        argv += ["--device", "cpu"]
+    before = file_digest(work / "stereo44.wav"), file_digest(good_m2l)
+    assert_one_line_error(cli(*argv), match)
+    assert tree_listing(work / "out") == []
+    assert (file_digest(work / "stereo44.wav"), file_digest(good_m2l)) == before
+
+
+def test_brackets_in_paths_are_not_markup(work, tiny_weights):
+    """File names reach rich: a name like 'a[/x].wav' must neither crash nor be mangled."""
+    src = work / "a[/x]b.wav"
+    assert_one_line_error(cli("compress", src, work / "out" / "x.m2l", *model_args(tiny_weights)), "a[/x]b.wav")
+    src = work / "a[bold]b.wav"
+    shutil.copy(work / "stereo44.wav", src)
+    r = cli("compress", src, work / "out" / "c[red].m2l", *model_args(tiny_weights))
+    assert r.code == 0, r.all
+    assert (work / "out" / "c[red].m2l").is_file()
+    r = cli("info", work / "out" / "c[red].m2l")
+    assert r.code == 0, r.all
+
+
+# -- the real console script (separate stdout/stderr, real exit codes) ----------------------------------------
+
+def _script(*args) -> subprocess.CompletedProcess:
+    cmd = [str(M2L_SCRIPT)] if M2L_SCRIPT.exists() else [sys.executable, "-m", "m2lcodec.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("M2L_DEBUG", None)
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_script_error_goes_to_stderr(work, tiny_weights):
+    p = _script("decompress", work / "stereo44.wav", work / "out" / "x.wav", *model_args(tiny_weights))
+    assert p.returncode == 1
+    assert p.stdout == ""
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
+    assert tree_listing(work / "out") == []
+
+
+def test_script_info_json(good_m2l):
+    p = _script("info", good_m2l, "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["channels"] == 2
