@@ -116,3 +116,26 @@ def test_bench_cli(tiny_model: Path, clips_dir: Path, tmp_path: Path) -> None:
     # never overwrites a report without --force
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 1 and "--force" in again.output
+
+
+def test_run_bench_without_ffmpeg(tiny_model: Path, clips_dir: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from m2lcodec import bench
+    from m2lcodec.codec import load_codec
+
+    monkeypatch.setattr(bench.bl, "ffmpeg_available", lambda: False)
+    results = bench.run_bench(clips_dir, tmp_path, load_codec(tiny_model, "cpu"), quants=("int8",),
+                              baselines=("opus-12k",), limit=1, mono=True, use_visqol=False, plot=False)
+    assert list(results["codecs"]) == ["m2l-int8"] and len(results["clips"]) == 1
+    assert results["clips"][0]["channels"] == 1
+    assert any("ffmpeg not found" in n for n in results["meta"]["notes"])
+    assert (tmp_path / "results.json").exists() and not (tmp_path / "quality_vs_bitrate.png").exists()
+    with pytest.raises(FileExistsError):
+        bench.run_bench(clips_dir, tmp_path, load_codec(tiny_model, "cpu"), quants=("int8",), baselines=(),
+                        limit=1)
+
+
+def test_bench_cli_rejects_bad_options(clips_dir: Path, tmp_path: Path) -> None:
+    for extra in (["--quant", "int4"], ["--baselines", "aac-64k"], ["--limit", "0"]):
+        result = CliRunner().invoke(app, ["bench", str(clips_dir), "--out", str(tmp_path / "r"), *extra])
+        assert result.exit_code == 1 and "error" in result.output, extra
