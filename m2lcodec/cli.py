@@ -159,7 +159,8 @@ def compress(src: Path = typer.Argument(..., help="audio file or directory"),
         task = bar.add_task("compressing", total=len(jobs))
         for s, d in jobs:
             bar.update(task, description=f"compressing {s.name}")
-            d.parent.mkdir(parents=True, exist_ok=True) if src.is_dir() else None
+            if src.is_dir():
+                d.parent.mkdir(parents=True, exist_ok=True)
             rows.append((s.name, codec.compress_file(s, d, quant=quant, seed=seed, sigma_cond=sigma_cond,
                                                      force=force)))
             bar.advance(task)
@@ -190,7 +191,8 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file or directory"),
         task = bar.add_task("decompressing", total=len(jobs))
         for s, d in jobs:
             bar.update(task, description=f"decompressing {s.name}")
-            d.parent.mkdir(parents=True, exist_ok=True) if src.is_dir() else None
+            if src.is_dir():
+                d.parent.mkdir(parents=True, exist_ok=True)
             rows.append((s.name, codec.decompress_file(s, d, force=force, seed=seed, sigma_cond=sigma_cond,
                                                        start=start, duration=duration, subtype=subtype)))
             bar.advance(task)
