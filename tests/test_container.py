@@ -186,6 +186,11 @@ def test_header_missing_field() -> None:
     del d["seed"]
     with pytest.raises(ContainerError, match="missing field 'seed'"):
         Header.from_dict(d)
+    w = make_header().to_wire()
+    del w["mh"]
+    with pytest.raises(ContainerError, match="missing field 'model_hash' \\(key 'mh'\\)"):
+        Header.from_wire(w)
+    assert Header.from_wire(make_header().to_wire()) == make_header()
 
 
 def test_newer_minor_version_with_extra_keys_is_read() -> None:
@@ -307,13 +312,14 @@ def test_header_content_corruptions() -> None:
     assert "expected a map" in str(_error(assemble(msgpack.packb([1, 2]), payloads)))
     assert "invalid msgpack" in str(_error(assemble(msgpack.packb({1: 2}), payloads)))  # int keys
     d = msgpack.unpackb(meta)
-    d["channels"] = "two"
+    assert d["ch"] == 2 and "channels" not in d  # stored under the short wire keys
+    d["ch"] = "two"
     e = _error(assemble(msgpack.packb(d), payloads))
     assert "invalid header" in str(e) and "'channels'" in str(e)
     d = msgpack.unpackb(meta)
-    d["num_chunks"] = 1000  # far more frames than present
+    d["t"] = 1000  # far more frames than present
     assert "truncated frame 3 prefix" in str(_error(assemble(msgpack.packb(d), payloads)))
-    d["num_chunks"] = 10**6  # beyond the sanity limit: rejected before allocating anything
+    d["t"] = 10**6  # beyond the sanity limit: rejected before allocating anything
     assert "too many latents" in str(_error(assemble(msgpack.packb(d), payloads)))
 
 
