@@ -77,8 +77,10 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # tests: a training step well under a second on CPU
-    "tiny": ModelConfig(name="tiny", stem=(16, 4), channels=(8, 16), blocks=(1, 1), down=((4, 4),),
-                        width=32, heads=2, depth_encoder=1, depth_decoder=1, depth_cm=1, mlp_ratio=2.0),
+    # (full-rank stem: 2 x 4 x 2 = 16 numbers per patch into 16 channels, so it can learn; 64 tokens)
+    "tiny": ModelConfig(name="tiny", stem=(4, 2), channels=(16, 32, 32), blocks=(1, 1, 1),
+                        down=((4, 4), (4, 2)), width=32, heads=2, depth_encoder=1, depth_decoder=1, depth_cm=1,
+                        mlp_ratio=2.0),
     # the shipped default: the CPU prototype's geometry (128 tokens per chunk), see docs/architecture.md
     "small": ModelConfig(name="small"),
     # the paper: 6 levels of [3,3,3,4,5,1] layers (the resampling conv counted as one of a level's layers),
