@@ -44,6 +44,10 @@ class TrainConfig:
     step_schedule: schedule.StepSchedule = field(default_factory=schedule.StepSchedule)
     precision: str = "auto"  # auto = bf16 autocast on CPU and CUDA-with-bf16, else fp32; or "bf16" / "fp32"
     latent_noise: float = 0.0  # uniform noise of this width added to latents (int8 step = 2/255)
+    noise_log_mean: float = -1.1  # log-normal density of the training noise levels (Music2Latent)
+    noise_log_std: float = 2.0
+    latent_std_floor: float = 0.0  # anti-collapse: hinge on each latent number's std across the batch ...
+    latent_std_weight: float = 0.0  # ... weighted by this (0 = off, the paper's single loss)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -89,10 +93,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 class ConsistencyLoss(nn.Module):
     """The whole training computation in forward(), so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: Music2Latent2, latent_noise: float = 0.0) -> None:
+    def __init__(self, model: Music2Latent2, latent_noise: float = 0.0, noise_log_mean: float = -1.1,
+                 noise_log_std: float = 2.0, latent_std_floor: float = 0.0, latent_std_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
-        self.sampler = schedule.IndexSampler()
+        self.latent_std_floor, self.latent_std_weight = latent_std_floor, latent_std_weight
+        self.sampler = schedule.IndexSampler(log_mean=noise_log_mean, log_std=noise_log_std)
         self.latent_noise = latent_noise
 
     def forward(self, spec: torch.Tensor, delta: float) -> tuple[torch.Tensor, dict[str, float]]:
@@ -119,6 +125,9 @@ class ConsistencyLoss(nn.Module):
                 teacher = self.model.denoise(x_t, sigma_t, [f.detach() for f in feats])
         weight = 1.0 / (sigma_s - sigma_t)
         loss = (weight * pseudo_huber(student, teacher.detach())).sum(1).mean()
+        if self.latent_std_weight > 0:  # VICReg-style variance hinge: keeps the latents from collapsing
+            spread = latents.float().flatten(1).std(0)
+            loss = loss + self.latent_std_weight * torch.relu(self.latent_std_floor - spread).mean()
         return loss, {"latent_std": float(latents.detach().float().std(0).mean()),
                       "latent_abs_max": float(latents.detach().abs().max())}
 
@@ -221,7 +230,8 @@ class Trainer:
         self.model_config = model_config or get_config(cfg.preset)
         self.model = Music2Latent2(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        self.loss_fn = ConsistencyLoss(self.model, cfg.latent_noise)
+        self.loss_fn = ConsistencyLoss(self.model, cfg.latent_noise, cfg.noise_log_mean, cfg.noise_log_std,
+                                       cfg.latent_std_floor, cfg.latent_std_weight)
         self.wrapped: nn.Module = self.loss_fn
         if self.world > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(
@@ -311,6 +321,14 @@ class Trainer:
         last_ckpt = time.time()
         t0, s0 = time.time(), self.step
         batches = iter(self.loader())
+        try:
+            self._loop(batches, until, progress, last_ckpt, t0, s0)
+        except KeyboardInterrupt:  # Ctrl-C / SIGINT: keep what was trained, then stop
+            self.save()
+            raise
+        self.save()
+
+    def _loop(self, batches, until: int, progress, last_ckpt: float, t0: float, s0: int) -> None:
         while self.step < until:
             record = self.train_step(next(batches))
             if self.step % self.cfg.log_every == 0 or self.step == until:
@@ -325,4 +343,3 @@ class Trainer:
             if time.time() - last_ckpt > 60 * self.cfg.checkpoint_minutes:
                 self.save()
                 last_ckpt = time.time()
-        self.save()

@@ -159,3 +159,18 @@ def test_encoder_gets_comparable_gradient_at_init():
         # measured: encoder/decoder = 1.45 (tiny), 2.3 (small); with PyTorch default biases 0.25 and 0.15,
         # and without the direct path as well 0.05 and 0.017
         assert norms[name]["encoder"] > 0.5 * norms[name]["decoder"], norms
+
+
+def test_latent_variance_hinge():
+    """The optional anti-collapse term: zero when the latents spread enough, positive when they collapse."""
+    torch.manual_seed(0)
+    model = Music2Latent2(get_config("tiny"))
+    spec = torch.randn(4, 2, 1024, 128) * 0.3
+    torch.manual_seed(1)
+    plain, _ = ConsistencyLoss(model)(spec, delta=1.0)
+    torch.manual_seed(1)
+    hinged, _ = ConsistencyLoss(model, latent_std_floor=0.5, latent_std_weight=10.0)(spec, delta=1.0)
+    torch.manual_seed(1)
+    floor_met, _ = ConsistencyLoss(model, latent_std_floor=1e-6, latent_std_weight=10.0)(spec, delta=1.0)
+    assert hinged > plain + 1.0  # tiny's latents spread far less than 0.5 at initialisation
+    torch.testing.assert_close(floor_met, plain)
