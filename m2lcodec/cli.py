@@ -106,18 +106,31 @@ def progress_bar() -> Progress:
 
 
 def summary_table(title: str, rows: list, compress: bool) -> Table:
-    """Sizes, ratios, bitrate and speed of a compress or decompress run."""
-    table = Table(title=title)
-    for col in ("file", "duration", "input", "output", "ratio vs PCM16", "ratio vs input", "bitrate",
-                "time", "speed"):
-        table.add_column(col, justify="left" if col == "file" else "right")
+    """Sizes, ratios, bitrate and speed of a compress or decompress run (one row per file; a single
+    file is shown as a field/value list so it fits a narrow terminal)."""
+    records = []
     for name, st in rows:
         m2l = st.output_bytes if compress else st.input_bytes
         orig = st.input_bytes if compress else st.output_bytes
-        table.add_row(name, f"{st.duration:.2f} s", human_bytes(st.input_bytes), human_bytes(st.output_bytes),
-                      f"{st.pcm16_bytes / max(m2l, 1):.0f}x", f"{orig / max(m2l, 1):.1f}x" if compress else "-",
-                      f"{m2l * 8 / max(st.duration, 1e-9) / 1000:.2f} kbps", f"{st.seconds:.2f} s",
-                      f"{st.realtime:.1f}x real time")
+        records.append({
+            "file": name, "duration": f"{st.duration:.2f} s", "channels / rate": f"{st.channels} / {st.sample_rate} Hz",
+            "input": human_bytes(st.input_bytes), "output": human_bytes(st.output_bytes),
+            "ratio vs PCM16": f"{st.pcm16_bytes / max(m2l, 1):.0f}x",
+            "ratio vs input": f"{orig / max(m2l, 1):.1f}x" if compress else "-",
+            "bitrate": f"{m2l * 8 / max(st.duration, 1e-9) / 1000:.2f} kbps"
+                       f" ({m2l * 8 / max(st.duration, 1e-9) / 1000 / st.channels:.2f} per channel)",
+            "time": f"{st.seconds:.2f} s", "speed": f"{st.realtime:.1f}x real time"})
+    table = Table(title=title)
+    if len(records) == 1:
+        table.add_column("field")
+        table.add_column("value", justify="right")
+        for key, value in records[0].items():
+            table.add_row(key, value)
+        return table
+    for col in records[0]:
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for record in records:
+        table.add_row(*record.values())
     return table
 
 
@@ -189,12 +202,15 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file or directory"),
     rows = []
     with progress_bar() as bar:
         task = bar.add_task("decompressing", total=len(jobs))
+        audio_task = bar.add_task("", total=1.0)  # the file being decoded, chunk by chunk
         for s, d in jobs:
             bar.update(task, description=f"decompressing {s.name}")
+            bar.update(audio_task, completed=0.0, description=f"  {s.name}")
             if src.is_dir():
                 d.parent.mkdir(parents=True, exist_ok=True)
-            rows.append((s.name, codec.decompress_file(s, d, force=force, seed=seed, sigma_cond=sigma_cond,
-                                                       start=start, duration=duration, subtype=subtype)))
+            rows.append((s.name, codec.decompress_file(
+                s, d, force=force, seed=seed, sigma_cond=sigma_cond, start=start, duration=duration,
+                subtype=subtype, progress=lambda f: bar.update(audio_task, completed=min(f, 1.0)))))
             bar.advance(task)
     out.print(summary_table(f"decompress (model {codec.info.name} {codec.info.hash})", rows, False))
 

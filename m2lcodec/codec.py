@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -317,8 +317,9 @@ class Codec:
 
     def decompress_file(self, src: str | Path, dst: str | Path, force: bool = False, seed: int | None = None,
                         sigma_cond: float | None = None, start: float = 0.0, duration: float | None = None,
-                        subtype: str = "PCM_16") -> CodecStats:
-        """Streams: reads the latents frame by frame as needed and writes audio block by block."""
+                        subtype: str = "PCM_16", progress: Callable[[float], None] | None = None) -> CodecStats:
+        """Streams: reads the latents frame by frame as needed and writes audio block by block.
+        `progress(fraction)` is called after every written block (for progress bars)."""
         t0 = time.perf_counter()
         with Reader.open(src) as reader:
             header = reader.header
@@ -327,6 +328,8 @@ class Codec:
                 raise ValueError(f"--start {start:g} s is outside the file ({header.duration:.2f} s)")
             latents = LazyLatents(reader)
             written = 0
+            expected = max(1, header.num_samples - int(round(start * header.sample_rate)) if duration is None
+                           else int(round(duration * header.sample_rate)))
             with AudioWriter(dst, header.sample_rate, header.channels, subtype=subtype, force=force,
                              protect=Path(src)) as writer:
                 for block in self.decode_stream(latents, header.num_samples, header.sample_rate,
@@ -335,6 +338,8 @@ class Codec:
                                                 start=start, duration=duration):
                     writer.write(block)
                     written += block.shape[1]
+                    if progress is not None:
+                        progress(written / expected)
         return CodecStats(duration=written / header.sample_rate, sample_rate=header.sample_rate,
                           channels=header.channels, input_bytes=Path(src).stat().st_size,
                           output_bytes=Path(dst).stat().st_size, pcm16_bytes=written * header.channels * 2,
