@@ -109,35 +109,36 @@ class Codec:
         chunks = spectral.split_chunks(spectral.wave_to_spec(seg))  # (C, n, 2, 1024, 64)
         return chunks.flatten(0, 1)
 
+    def _spec_batches(self, audio: np.ndarray, sample_rate: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(channels, samples) -> (chunks in batch, spectrograms (C * n, 2, 1024, 64)) in bounded batches."""
+        wave, chunks = spectral.pad_to_chunks(torch.from_numpy(self._model_audio(audio, sample_rate)))
+        step = max(1, self.batch_chunks // wave.shape[0])
+        for first in range(0, chunks, step):
+            last = min(first + step, chunks)
+            yield last - first, self._chunk_specs(wave, first, last).to(self.device)
+
     @torch.inference_mode()
     def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """(channels, samples) at any rate -> latents (channels, T, K, D) float32 in (-1, 1)."""
-        wave, chunks = spectral.pad_to_chunks(torch.from_numpy(self._model_audio(audio, sample_rate)))
-        channels = wave.shape[0]
+        channels = 1 if np.ndim(audio) == 1 else np.shape(audio)[0]
         out = []
-        step = max(1, self.batch_chunks // channels)
-        for first in range(0, chunks, step):
-            last = min(first + step, chunks)
-            spec = self._chunk_specs(wave, first, last).to(self.device)
+        for n, spec in self._spec_batches(audio, sample_rate):
             with self._autocast():
                 z = self.model.encode(spec)
-            out.append(z.float().view(channels, last - first, *z.shape[1:]).cpu())
+            out.append(z.float().view(channels, n, *z.shape[1:]).cpu())
         return torch.cat(out, dim=1).numpy()
 
     @torch.inference_mode()
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """MIR features (design doc section 6): each chunk's K summary tokens before the encoder's last
         linear layer, stacked along channels (K * width) and averaged over chunks -> (channels, K * width)."""
-        wave, chunks = spectral.pad_to_chunks(torch.from_numpy(self._model_audio(audio, sample_rate)))
-        channels = wave.shape[0]
-        total = None
-        step = max(1, self.batch_chunks // channels)
-        for first in range(0, chunks, step):
-            last = min(first + step, chunks)
+        channels = 1 if np.ndim(audio) == 1 else np.shape(audio)[0]
+        total, chunks = 0.0, 0
+        for n, spec in self._spec_batches(audio, sample_rate):
             with self._autocast():
-                f = self.model.encoder.features(self._chunk_specs(wave, first, last).to(self.device))
-            f = f.float().view(channels, last - first, -1).sum(1).cpu()
-            total = f if total is None else total + f
+                f = self.model.encoder.features(spec)
+            total = total + f.float().view(channels, n, -1).sum(1).cpu()
+            chunks += n
         return (total / chunks).numpy()
 
     # -- decoding ----------------------------------------------------------------------------
