@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional

@@ -12,7 +12,7 @@ The model knows nothing about files, sample rates or sampling loops.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
