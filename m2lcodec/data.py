@@ -79,18 +79,18 @@ class CropConfig:
 class CropDataset(IterableDataset):
     """Endless random crops (2, 1024, 128) from cached audio, one random channel each.
 
-    Files are drawn in proportion to their length (uniform over audio time). `rank`/`world` shard the
-    random streams across distributed processes; each worker seeds from (seed, rank, worker, epoch).
+    Files are drawn in proportion to their length (uniform over audio time). Each distributed process
+    (`rank`) and each worker draws its own random stream, seeded from (seed, rank, worker, epoch).
     """
 
     def __init__(self, files: list[Path], cache_dir: Path, crop: CropConfig = CropConfig(), seed: int = 0,
-                 rank: int = 0, world: int = 1, epoch: int = 0) -> None:
+                 rank: int = 0, epoch: int = 0) -> None:
         super().__init__()
         self.entries = [(f, n) for f, n in build_cache(files, cache_dir) if n >= crop.crop_samples]
         if not self.entries:
             raise ValueError("no usable training audio (every file missing, broken or shorter than a crop)")
         self.cache_dir, self.crop, self.seed = cache_dir, crop, seed
-        self.rank, self.world, self.epoch = rank, world, epoch
+        self.rank, self.epoch = rank, epoch
         lengths = np.array([n for _, n in self.entries], dtype=np.float64)
         self.weights = lengths / lengths.sum()
 
@@ -111,7 +111,7 @@ class CropDataset(IterableDataset):
 
     def __iter__(self):
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        worker = info.id if info else 0
         rng = np.random.default_rng([self.seed, self.rank, worker, self.epoch])
         while True:
             yield wave_to_spec(self.draw(rng)[None])[0]

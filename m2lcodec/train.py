@@ -240,9 +240,8 @@ class Trainer:
         self.dtype = autocast_dtype(cfg.precision, self.device)
         self.step = 0
         self.ckpt_path = self.run_dir / "checkpoint.pt"
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
+        self.cache = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
         self.files = list_audio(data)
-        self.cache = cache
         self.val_files = list_audio(val_data) if val_data else None
         self.val_crops: torch.Tensor | None = None
 
@@ -277,7 +276,7 @@ class Trainer:
     def loader(self) -> DataLoader:
         crop = CropConfig(gain_db=self.cfg.gain_db)
         # the epoch argument re-seeds the data stream at every (re)start, so a resumed run sees new crops
-        ds = CropDataset(self.files, self.cache, crop, seed=self.cfg.seed, rank=self.rank, world=self.world,
+        ds = CropDataset(self.files, self.cache, crop, seed=self.cfg.seed, rank=self.rank,
                          epoch=self.step)
         return DataLoader(ds, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers,
                           persistent_workers=self.cfg.num_workers > 0, prefetch_factor=4 if self.cfg.num_workers else None)
@@ -318,17 +317,17 @@ class Trainer:
         """Train up to step `until` (default cfg.steps), checkpointing every few minutes and at the end."""
         until = min(until or self.cfg.steps, self.cfg.steps)
         self.model.train()
-        last_ckpt = time.time()
-        t0, s0 = time.time(), self.step
-        batches = iter(self.loader())
         try:
-            self._loop(batches, until, progress, last_ckpt, t0, s0)
+            self._loop(until, progress)
         except KeyboardInterrupt:  # Ctrl-C / SIGINT: keep what was trained, then stop
             self.save()
             raise
         self.save()
 
-    def _loop(self, batches, until: int, progress, last_ckpt: float, t0: float, s0: int) -> None:
+    def _loop(self, until: int, progress) -> None:
+        last_ckpt = time.time()
+        t0, s0 = time.time(), self.step
+        batches = iter(self.loader())
         while self.step < until:
             record = self.train_step(next(batches))
             if self.step % self.cfg.log_every == 0 or self.step == until:
