@@ -117,7 +117,9 @@ class StreamingISTFT:
     def __init__(self, batch: int, device: torch.device | None = None) -> None:
         self.tail = torch.zeros(batch, PAD_LEFT, device=device)
         self.tail_norm = torch.zeros(1, PAD_LEFT, device=device)
-        self.wsq = window(device) ** 2
+        # summed squared window over one chunk's 64 frames: the same for every chunk, so computed once
+        wsq = (window(device) ** 2)[None, :, None].expand(1, N_FFT, CHUNK_FRAMES)
+        self.chunk_norm = F.fold(wsq, (1, CHUNK_SAMPLES + PAD_LEFT), (1, N_FFT), stride=(1, HOP)).reshape(1, -1)
 
     def push(self, chunk_spec: torch.Tensor) -> torch.Tensor:
         """(B, 2, 1024, 64) -> (B, 32768) finished samples."""
@@ -125,8 +127,7 @@ class StreamingISTFT:
         b, frames, _ = seg.shape
         length = (frames - 1) * HOP + N_FFT  # 34304
         ola = F.fold(seg.transpose(1, 2), (1, length), (1, N_FFT), stride=(1, HOP)).reshape(b, length)
-        norm = F.fold(self.wsq[None, :, None].expand(1, N_FFT, frames), (1, length), (1, N_FFT),
-                      stride=(1, HOP)).reshape(1, length)
+        norm = self.chunk_norm.clone()
         ola[:, :PAD_LEFT] += self.tail
         norm[:, :PAD_LEFT] += self.tail_norm
         self.tail = ola[:, CHUNK_SAMPLES:].clone()
