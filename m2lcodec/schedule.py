@@ -98,6 +98,30 @@ class StepSchedule:
         return math.exp((1 - p) * math.log(self.start) + p * math.log(target))
 
 
+WEIGHTINGS = ("paper", "clamped")
+
+
+def consistency_weight(sigma_student: torch.Tensor, sigma_teacher: torch.Tensor,
+                       kind: str = "paper") -> torch.Tensor:
+    """Loss weight of one (student, teacher) pair.
+
+    kind="paper":   1 / (sigma_student - sigma_teacher) (Music2Latent). Made for small steps, where the
+                    student-teacher gap shrinks with the step. In ECT's early phase the teacher is the
+                    clean signal, the gap no longer shrinks, and 1/sigma starves high noise levels: the
+                    gradient on the network output F is c_out(sigma)/sigma, 0.006 at sigma_max vs ~1 at
+                    low sigma.
+    kind="clamped": 1 / min(sigma_student - sigma_teacher, c_out(sigma_student)). Equal to the paper's
+                    whenever the step is smaller than c_out; in the plain-denoising limit it is EDM's
+                    weighting (unit gradient on F at every noise level). See docs/training.md.
+    """
+    gap = sigma_student - sigma_teacher
+    if kind == "clamped":
+        gap = torch.minimum(gap, c_out(sigma_student))
+    elif kind != "paper":
+        raise ValueError(f"unknown weighting {kind!r}; expected one of {WEIGHTINGS}")
+    return 1.0 / gap
+
+
 def teacher_index(i_student: torch.Tensor, delta: float) -> torch.Tensor:
     """Teacher index = student index - delta, clamped at 0 where f(x, sigma_min) = x holds."""
     return torch.clamp(i_student - delta, min=0.0)

@@ -46,6 +46,7 @@ class TrainConfig:
     latent_noise: float = 0.0  # uniform noise of this width added to latents (int8 step = 2/255)
     noise_log_mean: float = -1.1  # log-normal density of the training noise levels (Music2Latent)
     noise_log_std: float = 2.0
+    weighting: str = "paper"  # loss weight per noise level: "paper" or "clamped" (schedule.consistency_weight)
     latent_std_floor: float = 0.0  # anti-collapse: hinge on each latent number's std across the batch ...
     latent_std_weight: float = 0.0  # ... weighted by this (0 = off, the paper's single loss)
     gain_db: tuple[float, float] | None = None
@@ -94,9 +95,13 @@ class ConsistencyLoss(nn.Module):
     """The whole training computation in forward(), so DistributedDataParallel can wrap it."""
 
     def __init__(self, model: Music2Latent2, latent_noise: float = 0.0, noise_log_mean: float = -1.1,
-                 noise_log_std: float = 2.0, latent_std_floor: float = 0.0, latent_std_weight: float = 0.0) -> None:
+                 noise_log_std: float = 2.0, latent_std_floor: float = 0.0, latent_std_weight: float = 0.0,
+                 weighting: str = "paper") -> None:
         super().__init__()
+        if weighting not in schedule.WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; expected one of {schedule.WEIGHTINGS}")
         self.model = model
+        self.weighting = weighting
         self.latent_std_floor, self.latent_std_weight = latent_std_floor, latent_std_weight
         self.sampler = schedule.IndexSampler(log_mean=noise_log_mean, log_std=noise_log_std)
         self.latent_noise = latent_noise
@@ -123,7 +128,7 @@ class ConsistencyLoss(nn.Module):
         else:
             with torch.no_grad():
                 teacher = self.model.denoise(x_t, sigma_t, [f.detach() for f in feats])
-        weight = 1.0 / (sigma_s - sigma_t)
+        weight = schedule.consistency_weight(sigma_s, sigma_t, self.weighting)
         loss = (weight * pseudo_huber(student, teacher.detach())).sum(1).mean()
         if self.latent_std_weight > 0:  # VICReg-style variance hinge: keeps the latents from collapsing
             spread = latents.float().flatten(1).std(0)
@@ -231,7 +236,7 @@ class Trainer:
         self.model = Music2Latent2(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.loss_fn = ConsistencyLoss(self.model, cfg.latent_noise, cfg.noise_log_mean, cfg.noise_log_std,
-                                       cfg.latent_std_floor, cfg.latent_std_weight)
+                                       cfg.latent_std_floor, cfg.latent_std_weight, cfg.weighting)
         self.wrapped: nn.Module = self.loss_fn
         if self.world > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(

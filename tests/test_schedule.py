@@ -63,3 +63,26 @@ def test_unknown_schedule_kind():
 
 def test_noise_embedding_input():
     assert schedule.noise_embedding_input(torch.tensor(math.e**4)).item() == pytest.approx(1.0)
+
+
+def test_paper_weighting_is_inverse_step():
+    s, t = torch.tensor([80.0, 1.0, 0.01]), torch.tensor([79.0, 0.5, 0.005])
+    torch.testing.assert_close(schedule.consistency_weight(s, t, "paper"), 1 / (s - t))
+
+
+def test_clamped_weighting_equals_paper_for_small_steps_and_edm_in_denoising_limit():
+    s = torch.tensor([80.0, 10.0, 1.0, 0.1])
+    small_step = 0.5 * schedule.c_out(s)  # gap below c_out: identical to the paper's weight
+    torch.testing.assert_close(schedule.consistency_weight(s, s - small_step, "clamped"), 1 / small_step, rtol=1e-4, atol=0)
+    teacher_clean = torch.full_like(s, schedule.SIGMA_MIN)  # ECT start: the teacher is the clean signal
+    w = schedule.consistency_weight(s, teacher_clean, "clamped")
+    # unit gradient on the network output at every noise level: c_out * w == 1 ...
+    torch.testing.assert_close(schedule.c_out(s) * w, torch.ones_like(s))
+    # ... where the paper's weight gives sigma_max ~160x less than sigma 0.1
+    paper = schedule.c_out(s) * schedule.consistency_weight(s, teacher_clean, "paper")
+    assert paper[0] < paper[-1] / 100
+
+
+def test_unknown_weighting():
+    with pytest.raises(ValueError, match="weighting"):
+        schedule.consistency_weight(torch.ones(1), torch.zeros(1), "bogus")
