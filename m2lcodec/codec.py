@@ -76,9 +76,10 @@ class Codec:
 
     def __init__(self, model: Music2Latent2, info: ModelInfo, device: str = "cpu", batch_chunks: int = 16,
                  precision: str = "auto") -> None:
-        self.model = model.eval()
-        self.info = info
         self.device = torch.device(device)
+        # channels-last convolutions are ~10% faster on CPU (oneDNN); docs/architecture.md
+        self.model = model.eval().to(memory_format=torch.channels_last) if self.device.type == "cpu" else model.eval()
+        self.info = info
         self.batch_chunks = batch_chunks
         if precision == "auto":  # bf16 autocast is faster on CPU (docs/architecture.md) and on recent GPUs
             precision = "bf16" if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp32"

@@ -30,7 +30,7 @@ class ModelConfig:
     name: str = "small"
     in_channels: int = 2
     stem: tuple[int, int] = (4, 2)
-    channels: tuple[int, ...] = (32, 64, 128, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     down: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2))
     width: int = 128

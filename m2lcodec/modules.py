@@ -43,7 +43,8 @@ class NoiseEmbedding(nn.Module):
 
     def forward(self, noise_input: torch.Tensor) -> torch.Tensor:
         args = noise_input.float()[..., None] * self.freqs
-        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))  # the sinusoids in fp32, the MLP in the weights' dtype
 
 
 class ConvBlock(nn.Module):

@@ -13,6 +13,8 @@ import copy
 import json
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -46,9 +48,9 @@ class TrainConfig:
     latent_noise: float = 0.0  # uniform noise of this width added to latents (int8 step = 2/255)
     noise_log_mean: float = -1.1  # log-normal density of the training noise levels (Music2Latent)
     noise_log_std: float = 2.0
-    weighting: str = "paper"  # loss weight per noise level: "paper" or "clamped" (schedule.consistency_weight)
-    latent_std_floor: float = 0.0  # anti-collapse: hinge on each latent number's std across the batch ...
-    latent_std_weight: float = 0.0  # ... weighted by this (0 = off, the paper's single loss)
+    weighting: str = "clamped"  # loss weight per noise level: "clamped" or "paper" (schedule.consistency_weight)
+    latent_std_floor: float = 0.3  # anti-collapse: hinge on each latent number's std across the batch ...
+    latent_std_weight: float = 100.0  # ... weighted by this (0 = off: the paper's single loss)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -212,6 +214,25 @@ def export_weights(checkpoint: Path, out: Path, use_ema: bool = True, sigma_cond
     return save_weights(out, cfg, weights, meta, name=name)
 
 
+class stop_signals_interrupt:
+    """Within the block, SIGTERM and SIGINT raise KeyboardInterrupt in the main thread, so a killed job
+    (`kill`, a session ending, or `nohup ... &` from a shell that made SIGINT ignored) still saves."""
+
+    def __enter__(self) -> None:
+        self.saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.saved[sig] = signal.signal(sig, self._raise)
+
+    @staticmethod
+    def _raise(signum, frame) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     """Owns the model, EMA, optimiser, data and run directory of one training run."""
 
@@ -322,11 +343,12 @@ class Trainer:
         """Train up to step `until` (default cfg.steps), checkpointing every few minutes and at the end."""
         until = min(until or self.cfg.steps, self.cfg.steps)
         self.model.train()
-        try:
-            self._loop(until, progress)
-        except KeyboardInterrupt:  # Ctrl-C / SIGINT: keep what was trained, then stop
-            self.save()
-            raise
+        with stop_signals_interrupt():
+            try:
+                self._loop(until, progress)
+            except KeyboardInterrupt:  # Ctrl-C, SIGINT or SIGTERM: keep what was trained, then stop
+                self.save()
+                raise
         self.save()
 
     def _loop(self, until: int, progress) -> None:

@@ -1,0 +1,185 @@
+"""bench/sigma_cond.py and bench/seams.py on a tiny random model and 2 s synthetic clips.
+
+A random model cannot reconstruct audio, so only the plumbing (keys, shapes, determinism) is checked on
+decodes; the seam metrics themselves are checked on synthetic signals with and without level steps at
+the chunk seams, and the seam positions against the spectral layout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from m2lcodec import spectral
+
+SR = 44100
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sigma_cond = _load("sigma_cond")
+seams = _load("seams")
+
+
+def sines(seconds: float, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """(channels, n) float32: a sum of sines at fixed levels plus a little noise (stationary)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    out = []
+    for _ in range(channels):
+        freqs = rng.uniform(100, 4000, size=6)
+        phases = rng.uniform(0, 2 * np.pi, size=6)
+        x = sum(0.1 * np.sin(2 * np.pi * f * t + p) for f, p in zip(freqs, phases))
+        out.append(x + 0.01 * rng.standard_normal(t.shape))
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clips_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    sf.write(root / "a.wav", sines(2.0, 0, channels=2).T, SR, subtype="PCM_16")
+    sf.write(root / "b.wav", sines(2.0, 1).T, 48000, subtype="FLOAT")  # another rate: resampled
+    return root
+
+
+# -- sigma_cond sweep ------------------------------------------------------------------------------
+
+def test_sweep_writes_json_and_png(codec, clips_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    # a stand-in ViSQOL (the real one is slow): the best value must then be picked by it
+    monkeypatch.setattr(sigma_cond.metrics, "visqol", lambda ref, est, sr: 5.0 - float(np.abs(est).mean()))
+    import m2lcodec
+
+    monkeypatch.setattr(m2lcodec, "load_codec", lambda *a, **k: codec)
+    out = tmp_path / "out"
+    sigma_cond.main(["--clips", str(clips_dir), "--out", str(out), "--values", "0.1,0.6", "--count", "2"])
+    report = json.loads((out / "sigma_cond.json").read_text())
+    assert (out / "sigma_cond.png").stat().st_size > 1000
+    assert {"args", "model", "values", "clips", "results", "best", "kbps"} <= set(report)
+    assert report["model"]["hash"] == codec.info.hash
+    assert report["values"] == [0.1, 0.6] and report["clips"] == ["a.wav", "b.wav"]
+    assert report["args"]["mono"] is True and report["args"]["quant"] == "int8"
+    for r in report["results"]:
+        assert set(r["mean"]) == {"visqol", "si_sdr", "mel_distance"}
+        assert set(r["per_clip"]) == {"a.wav", "b.wav"}
+        assert all(r["mean"][k] is not None for k in r["mean"])
+    best = max(report["results"], key=lambda r: r["mean"]["visqol"])
+    assert report["best"]["by"] == "visqol" and report["best"]["sigma_cond"] == best["sigma_cond"]
+
+
+def test_sweep_without_visqol_falls_back_to_mel(codec, clips_dir: Path) -> None:
+    clips = sorted(clips_dir.glob("*.wav"))[:1]
+    sweep = sigma_cond.run_sweep(codec, clips, [0.0, 1.0], quant="fp16", use_visqol=False)
+    assert all(r["mean"]["visqol"] is None for r in sweep["results"])
+    best = min(sweep["results"], key=lambda r: r["mean"]["mel_distance"])
+    assert sweep["best"] == {"sigma_cond": best["sigma_cond"], "by": "mel_distance",
+                             "value": best["mean"]["mel_distance"]}
+    assert sweep["results"][0]["mean"] != sweep["results"][1]["mean"]  # sigma_cond reaches the decoder
+
+
+def test_quantised_latents_match_the_container(codec) -> None:
+    x = sines(1.0)
+    q, nbytes = sigma_cond.quantised_latents(codec, x, SR, "int8")
+    z = codec.encode(x, SR)
+    np.testing.assert_array_equal(q, np.clip(np.rint(z * 127), -127, 127) / np.float32(127))
+    assert nbytes == len(codec.compress(x, SR, "int8"))
+
+
+# -- seams --------------------------------------------------------------------------------------------
+
+def test_boundary_positions() -> None:
+    assert seams.boundary_positions(1000) == []
+    assert seams.boundary_positions(32768 - 1536) == []
+    assert seams.boundary_positions(32768 - 1535) == [31232]
+    assert seams.boundary_positions(441000) == [t * 32768 - 1536 for t in range(1, 14)]
+    assert len(seams.boundary_positions(441000)) == spectral.num_chunks(441000) - 1
+
+
+def test_boundary_positions_match_the_spectral_layout() -> None:
+    """Chunk t's frames reach output samples [b_t, 32768 (t + 1)) exactly: zero all other chunks' frames
+    of a noise spectrogram, invert and trim as the codec does, and see where the output is non-zero."""
+    n = 3 * 32768
+    wave, chunks = spectral.pad_to_chunks(torch.randn(1, n, generator=torch.Generator().manual_seed(0)))
+    spec = spectral.wave_to_spec(wave)
+    b = seams.boundary_positions(n)
+    assert chunks == 4 and b == [31232, 64000, 96768]
+    for t in (1, 2):
+        masked = torch.zeros_like(spec)
+        masked[..., 64 * t : 64 * (t + 1)] = spec[..., 64 * t : 64 * (t + 1)]
+        y = spectral.trim(spectral.spec_to_wave(masked), n)[0].abs()
+        nonzero = torch.nonzero(y > 0).flatten()
+        assert int(nonzero[0]) == b[t - 1] + 1  # the Hann window is exactly 0 at the first sample
+        assert int(nonzero[-1]) == b[t - 1] + spectral.CHUNK_SAMPLES + spectral.PAD_LEFT - 1
+
+
+def _stepped(x: np.ndarray, gains: tuple[float, float]) -> np.ndarray:
+    """x with its level switched between `gains` at every seam start b_t."""
+    edges = [0, *seams.boundary_positions(x.shape[-1]), x.shape[-1]]
+    y = x.copy()
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        y[..., lo:hi] *= gains[i % 2]
+    return y
+
+
+def test_seam_ratios_on_synthetic_signals() -> None:
+    x = sines(10.0, seed=3)
+    bounds = seams.boundary_positions(x.shape[-1])
+    assert len(bounds) == 13
+    flux, jump = seams.flux_ratio(x, SR, bounds), seams.level_jump_ratio(x, SR, bounds)
+    assert 0.9 < flux < 1.1 and 0.7 < jump < 1.4, (flux, jump)
+    y = _stepped(x, (1.0, 0.1))  # -20 dB every other chunk; a hard step raises ~5 of the ~11 flux pairs
+    flux, jump = seams.flux_ratio(y, SR, bounds), seams.level_jump_ratio(y, SR, bounds)  # of a 1536-sample seam
+    assert flux > 1.25 and jump > 5, (flux, jump)
+    m = seams.seam_metrics(y, SR)
+    assert m["seams"] == 13 and m["flux_ratio"] == pytest.approx(flux) and m["level_jump_ratio"] == pytest.approx(jump)
+    # the random reference positions stay clear of every seam
+    pos = seams.random_positions(x.shape[-1], bounds, SR)
+    w = 441
+    assert pos.size >= 200
+    for b in bounds:
+        assert np.all((pos + 1536 + w <= b) | (pos - w >= b + 1536))
+
+
+def test_seams_run(codec, clips_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import m2lcodec
+
+    monkeypatch.setattr(m2lcodec, "load_codec", lambda *a, **k: codec)
+    out = tmp_path / "seams"
+    seams.main(["--clips", str(clips_dir), "--out", str(out), "--count", "2"])
+    report = json.loads((out / "seams.json").read_text())
+    assert report["clips"] == ["a.wav", "b.wav"] and report["model"]["hash"] == codec.info.hash
+    assert set(report["mean"]) == {"original", "ar", "alone"}
+    for clip in report["per_clip"].values():
+        for m in clip.values():
+            assert m["seams"] == 2 and m["flux_ratio"] is not None and m["level_jump_ratio"] is not None
+    # the original's ratios are the reference for a stationary signal
+    assert 0.8 < report["mean"]["original"]["flux_ratio"] < 1.25
+
+
+def test_chunks_alone_decode(codec) -> None:
+    x = sines(2.0)
+    z = codec.encode(x, SR)
+    a = seams.decode_chunks_alone(codec, z, x.shape[1], seed=0)
+    assert a.shape == x.shape and a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, seams.decode_chunks_alone(codec, z, x.shape[1], seed=0))
+    # chunks are independent: changing chunk 2's latents leaves everything before its seam unchanged
+    z2 = z.copy()
+    z2[:, 2] = -z2[:, 2]
+    b = seams.decode_chunks_alone(codec, z2, x.shape[1], seed=0)
+    seam = seams.boundary_positions(x.shape[1])[1]
+    np.testing.assert_array_equal(a[:, :seam], b[:, :seam])
+    assert not np.array_equal(a[:, seam + 1536 :], b[:, seam + 1536 :])
