@@ -39,11 +39,13 @@ with torch.inference_mode():
         t = time.perf_counter()
         frames = model.encode(wav)
         inner = time.perf_counter() - t
-        np.savez(dst, codes=torch.stack([c for c, _ in frames]).numpy().astype(np.int16),
-                 scales=torch.stack([s for _, s in frames]).numpy(), n=wav.shape[-1])
+        arrays = {f"codes{i}": c.numpy().astype(np.int16) for i, (c, _) in enumerate(frames)}
+        arrays.update({f"scale{i}": s.numpy() for i, (_, s) in enumerate(frames) if s is not None})
+        np.savez(dst, n=wav.shape[-1], frames=len(frames), **arrays)
     else:
         z = np.load(src)
-        frames = [(torch.from_numpy(c.astype(np.int64)), torch.from_numpy(s)) for c, s in zip(z["codes"], z["scales"])]
+        frames = [(torch.from_numpy(z[f"codes{i}"].astype(np.int64)),
+                   torch.from_numpy(z[f"scale{i}"]) if f"scale{i}" in z else None) for i in range(int(z["frames"]))]
         t = time.perf_counter()
         out = model.decode(frames)[0, :, : int(z["n"])]
         inner = time.perf_counter() - t

@@ -214,10 +214,10 @@ class ConsistencyModel(nn.Module):
         h, skips = self.patchifier(h, cond, features)
         tokens = (self.proj_in(grid_to_tokens(h)) + self.pos).reshape(b, n, self.cfg.tokens, -1)
         seq = (tokens + self.segment[:n, None, :]).reshape(b, n * self.cfg.tokens, self.cfg.width)
-        token_cond = cond.reshape(b, n, 1, -1).expand(-1, -1, self.cfg.tokens, -1).reshape(b, n * self.cfg.tokens, -1)
+        chunk_cond = cond.reshape(b, n, -1)  # each chunk's tokens are modulated by that chunk's noise level
         mask = chunk_causal_mask(n, self.cfg.tokens, x.device) if n > 1 else None
         for block in self.blocks:
-            seq = block(seq, mask, token_cond)
+            seq = block(seq, mask, chunk_cond)
         seq = self.proj_out(self.norm_out(seq)).reshape(b * n, self.cfg.tokens, -1)
         _, out = self.depatchifier(tokens_to_grid(seq, self.cfg.grid), cond, skips)
         out = self.freq_scale_out(out).reshape(x.shape)

@@ -157,7 +157,8 @@ class Attention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN transformer block; with `cond_dim`, adaLN-Zero modulation from a per-token condition."""
+    """Pre-LN transformer block; with `cond_dim`, adaLN-Zero modulation from a per-segment condition
+    (the consistency model: one noise level per chunk of the pair)."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float, cond_dim: int | None = None) -> None:
         super().__init__()
@@ -177,6 +178,16 @@ class TransformerBlock(nn.Module):
         if self.ada is None:
             x = x + self.attn(self.norm1(x), mask)
             return x + self.mlp(self.norm2(x))
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=-1)
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, mask)
-        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+        # cond (B, S, C) holds one condition per segment of L/S consecutive tokens (S = L: per token).
+        # The modulation is computed once per segment and broadcast over its tokens.
+        b, length, width = x.shape
+        segments = cond.shape[1]
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond))[:, :, None].chunk(6, dim=-1)
+
+        def seg(t: torch.Tensor) -> torch.Tensor:  # (B, L, W) <-> (B, S, L/S, W)
+            return t.reshape(b, segments, length // segments, width)
+
+        h = self.attn((seg(self.norm1(x)) * (1 + scale1) + shift1).reshape(b, length, width), mask)
+        x = x + (seg(h) * gate1).reshape(b, length, width)
+        h = self.mlp((seg(self.norm2(x)) * (1 + scale2) + shift2).reshape(b, length, width))
+        return x + (seg(h) * gate2).reshape(b, length, width)
