@@ -72,15 +72,17 @@ class StepSchedule:
     """Consistency step delta_i(k) in index units, as a function of the training step k.
 
     kind="paper": delta = 0.1 ** (1 + 2 k / total), floored at `floor` (Music2Latent).
-    kind="ect":   starts at `start` (>= 1 means the teacher index is clamped at 0, i.e. the teacher is
-                  the clean signal and training is plain denoising) and moves log-linearly onto the
-                  paper's curve over the first `anneal_fraction` of the run; after that it is the paper's.
+    kind="ect":   holds `start` for the first `hold_fraction` of the run (>= 1 means the teacher index is
+                  clamped at 0, i.e. the teacher is the clean signal and training is plain denoising: ECT
+                  tunes a trained diffusion model), then moves log-linearly onto the paper's curve, which
+                  it joins at `anneal_fraction` of the run; after that it is the paper's.
     """
 
     kind: str = "ect"
     start: float = 1.0
-    anneal_fraction: float = 0.5
+    anneal_fraction: float = 0.6
     floor: float = 0.001
+    hold_fraction: float = 0.3  # bench/toy_study.py: annealing before the denoiser works loses everything
 
     def paper(self, step: int, total: int) -> float:
         return max(0.1 ** (1 + 2 * step / max(total, 1)), self.floor)
@@ -91,10 +93,13 @@ class StepSchedule:
             return target
         if self.kind != "ect":
             raise ValueError(f"unknown step schedule kind {self.kind!r}")
-        anneal_steps = max(int(self.anneal_fraction * total), 1)
+        hold_steps = int(self.hold_fraction * total)
+        anneal_steps = max(int(self.anneal_fraction * total), hold_steps + 1)
         if step >= anneal_steps:
             return target
-        p = step / anneal_steps
+        if step < hold_steps:
+            return self.start
+        p = (step - hold_steps) / (anneal_steps - hold_steps)
         return math.exp((1 - p) * math.log(self.start) + p * math.log(target))
 
 

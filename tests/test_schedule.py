@@ -44,7 +44,7 @@ def test_paper_step_schedule():
 
 
 def test_ect_schedule_starts_as_denoising_and_joins_paper():
-    sch = schedule.StepSchedule(kind="ect", start=1.0, anneal_fraction=0.5)
+    sch = schedule.StepSchedule(kind="ect", start=1.0, anneal_fraction=0.5, hold_fraction=0.0)
     total = 1000
     assert sch(0, total) == pytest.approx(1.0)
     # teacher index clamped at 0 for every student index: the teacher is the clean signal
@@ -53,6 +53,16 @@ def test_ect_schedule_starts_as_denoising_and_joins_paper():
     values = [sch(k, total) for k in range(0, 500, 50)]
     assert all(a > b for a, b in zip(values, values[1:]))  # shrinks monotonically
     for k in (500, 700, 1000):
+        assert sch(k, total) == pytest.approx(sch.paper(k, total))
+
+
+def test_ect_schedule_holds_denoising_then_anneals():
+    sch = schedule.StepSchedule(kind="ect", start=1.0, anneal_fraction=0.6, hold_fraction=0.3)
+    total = 1000
+    assert all(sch(k, total) == 1.0 for k in (0, 150, 299))  # plain denoising for the first 30%
+    values = [sch(k, total) for k in range(300, 600, 30)]
+    assert values[0] == pytest.approx(1.0) and all(a > b for a, b in zip(values, values[1:]))
+    for k in (600, 800, 1000):
         assert sch(k, total) == pytest.approx(sch.paper(k, total))
 
 

@@ -219,13 +219,14 @@ def test_output_depends_on_latents_after_short_training():
     loss_fn = ConsistencyLoss(model, weighting="clamped", noise_log_mean=3.0,
                               latent_std_floor=0.3, latent_std_weight=100.0)
     before = validate(model, spec, None)
-    opt = torch.optim.Adam(model.parameters(), 2e-3)
-    for _ in range(180):
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(240):
         loss, _ = loss_fn(spec, delta=1.0)
         opt.zero_grad()
         loss.backward()
         opt.step()
     after = validate(model, spec, None)
     assert before["swap_ratio"] < 1.01
-    assert after["rec_mse"] < after["zeros_mse"]  # better than silence ...
-    assert after["swap_ratio"] > 1.2, after  # ... and clearly worse with another crop's latents
+    # measured at step 240: rec/silence 0.06 and swap ratio 31 (seed 0); 0.23 and 7.8 with seed 1
+    assert after["rec_mse"] < 0.5 * after["zeros_mse"], after  # reconstructs the crops ...
+    assert after["swap_ratio"] > 3.0, after  # ... and fails with another crop's latents
