@@ -1,7 +1,7 @@
 """Shared fixtures: tiny randomly initialised model files and short music-like test audio.
 
 Everything here is small so the codec, CLI and weights tests run in seconds on one CPU thread: the
-"tiny" preset (~0.1M parameters) and clips of 2-2.5 s (a few 32768-sample chunks).
+"tiny" preset (~0.3M parameters) and clips of 2-2.5 s (a few 32768-sample chunks).
 """
 
 from __future__ import annotations
