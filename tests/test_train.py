@@ -219,7 +219,7 @@ def test_output_depends_on_latents_after_short_training():
     finally:
         torch.set_num_threads(threads)
     assert before["swap_ratio"] < 1.01
-    # measured at step 240: rec/silence 0.06 and swap ratio 31 (seed 0); 0.23 and 7.8 with seed 1
+    # measured at step 300: rec/silence 0.03 and swap ratio 74 (seed 0); 0.06 and 32 with seed 1
     assert after["rec_mse"] < 0.5 * after["zeros_mse"], after  # reconstructs the crops ...
     assert after["swap_ratio"] > 3.0, after  # ... and fails with another crop's latents
 
@@ -235,7 +235,7 @@ def _short_band_training() -> tuple[dict, dict]:
                               latent_std_floor=0.3, latent_std_weight=100.0)
     before = validate(model, spec, None)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    for _ in range(240):
+    for _ in range(300):  # the take-off comes at ~200; 300 leaves margin for other machines
         loss, _ = loss_fn(spec, delta=1.0)
         opt.zero_grad()
         loss.backward()
