@@ -72,6 +72,15 @@ def expand_amplitude(x: torch.Tensor) -> torch.Tensor:
     return c * scale
 
 
+def envelope(spec: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., 2, F, T) compressed spectrogram -> (..., size) mean compressed magnitude over each cell: the
+    phase-free part of a chunk, i.e. what its summary embeddings can describe (the training's envelope
+    target)."""
+    mag = spec.float().pow(2).sum(-3).sqrt()
+    lead = mag.shape[:-2]
+    return F.adaptive_avg_pool2d(mag.reshape(-1, 1, *mag.shape[-2:]), size).reshape(*lead, *size)
+
+
 def wave_to_spec(wave: torch.Tensor) -> torch.Tensor:
     """(B, N) waveform -> (B, 2, 1024, frames) compressed spectrogram, frames = (N - 2048) // 512 + 1."""
     c = torch.stft(wave.float(), N_FFT, HOP, window=window(wave.device), center=False, return_complex=True)

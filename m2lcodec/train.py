@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from m2lcodec import schedule
 from m2lcodec.data import CropConfig, CropDataset, fixed_crops, list_audio
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config
-from m2lcodec.spectral import CHUNK_FRAMES, spec_to_wave
+from m2lcodec.spectral import CHUNK_FRAMES, envelope, spec_to_wave
 
 HUBER_C = 0.00054 * math.sqrt(2 * 1024 * 64)  # ~0.1955, d = elements per chunk
 
@@ -51,6 +51,8 @@ class TrainConfig:
     weighting: str = "clamped"  # loss weight per noise level: "clamped" or "paper" (schedule.consistency_weight)
     latent_std_floor: float = 0.3  # anti-collapse: hinge on each latent number's std across the batch ...
     latent_std_weight: float = 100.0  # ... weighted by this (0 = off: the paper's single loss)
+    envelope_weight: float = 0.0  # anti-collapse of the decoder: its finest features' channel 0 must
+    #                                predict the chunk's magnitude envelope (0 = off: the paper's single loss)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -98,7 +100,7 @@ class ConsistencyLoss(nn.Module):
 
     def __init__(self, model: Music2Latent2, latent_noise: float = 0.0, noise_log_mean: float = -1.1,
                  noise_log_std: float = 2.0, latent_std_floor: float = 0.0, latent_std_weight: float = 0.0,
-                 weighting: str = "paper") -> None:
+                 weighting: str = "paper", envelope_weight: float = 0.0) -> None:
         super().__init__()
         if weighting not in schedule.WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; expected one of {schedule.WEIGHTINGS}")
@@ -107,6 +109,7 @@ class ConsistencyLoss(nn.Module):
         self.latent_std_floor, self.latent_std_weight = latent_std_floor, latent_std_weight
         self.sampler = schedule.IndexSampler(log_mean=noise_log_mean, log_std=noise_log_std)
         self.latent_noise = latent_noise
+        self.envelope_weight = envelope_weight
 
     def forward(self, spec: torch.Tensor, delta: float) -> tuple[torch.Tensor, dict[str, float]]:
         """spec (B, 2, 1024, 128) -> (loss, stats). Two chunks, independent noise levels."""
@@ -135,8 +138,20 @@ class ConsistencyLoss(nn.Module):
         if self.latent_std_weight > 0:  # VICReg-style variance hinge: keeps the latents from collapsing
             spread = latents.float().flatten(1).std(0)
             loss = loss + self.latent_std_weight * torch.relu(self.latent_std_floor - spread).mean()
-        return loss, {"latent_std": float(latents.detach().float().std(0).mean()),
-                      "latent_abs_max": float(latents.detach().abs().max())}
+        stats = {"latent_std": float(latents.detach().float().std(0).mean()),
+                 "latent_abs_max": float(latents.detach().abs().max())}
+        if self.envelope_weight > 0:  # the decoder must carry the envelope: L2 norm per chunk, like the main term
+            env = envelope_error(feats, x.flatten(0, 1)).view(b, 2)
+            loss = loss + self.envelope_weight * env.sum(1).mean()
+            stats["envelope_err"] = float(env.detach().mean())
+        return loss, stats
+
+
+def envelope_error(feats: list[torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
+    """Per chunk: L2 distance between channel 0 of the decoder's finest features and the chunk's magnitude
+    envelope on that grid; feats for N chunks, chunks (N, 2, F, T) -> (N,)."""
+    pred = feats[0][:, 0].float()
+    return (pred - envelope(chunks, tuple(pred.shape[-2:]))).pow(2).flatten(1).sum(-1).sqrt()
 
 
 @torch.no_grad()
@@ -159,10 +174,15 @@ def validate(model: Music2Latent2, crops: torch.Tensor, dtype: torch.dtype | Non
         rec = model.denoise(noise * schedule.SIGMA_MAX, sigma_max, model.decoder_features(latents))
         swapped = model.denoise(noise * schedule.SIGMA_MAX, sigma_max,
                                 model.decoder_features(latents.roll(1, dims=0)))
+        feats = model.decoder_features(latents)
         feats_swapped = model.decoder_features(latents.roll(1, dims=0))
+        # decoder collapse shows here first: its features stop varying with the latents
+        out["feature_spread"] = float(feats[0].float().std(0).mean() / feats[0].float().pow(2).mean().sqrt())
+        out["envelope_rel_err"] = float(envelope_error(feats, x[:, 0]).pow(2).sum()
+                                        / envelope(x[:, 0], tuple(feats[0].shape[-2:])).pow(2).sum())
         for s in sigmas:
             sig = torch.full(x.shape[:2], s, device=device)
-            den = model.denoise(x + s * noise, sig, model.decoder_features(latents))
+            den = model.denoise(x + s * noise, sig, feats)
             out[f"denoise_mse@{s:g}"] = float((den - x).pow(2).mean())
             den_swapped = model.denoise(x + s * noise, sig, feats_swapped)
             out[f"denoise_swap_ratio@{s:g}"] = float((den_swapped - x).pow(2).mean()) / max(out[f"denoise_mse@{s:g}"], 1e-12)
@@ -233,6 +253,14 @@ class stop_signals_interrupt:
             signal.signal(sig, handler)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGINT to the main process, which saves and then shuts them down.
+    (`pkill -f` or a session ending signals every process of the job; a worker that died first used to
+    make the main process fail with a DataLoader error instead of saving.)"""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class Trainer:
     """Owns the model, EMA, optimiser, data and run directory of one training run."""
 
@@ -257,7 +285,8 @@ class Trainer:
         self.model = Music2Latent2(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.loss_fn = ConsistencyLoss(self.model, cfg.latent_noise, cfg.noise_log_mean, cfg.noise_log_std,
-                                       cfg.latent_std_floor, cfg.latent_std_weight, cfg.weighting)
+                                       cfg.latent_std_floor, cfg.latent_std_weight, cfg.weighting,
+                                       cfg.envelope_weight)
         self.wrapped: nn.Module = self.loss_fn
         if self.world > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(
@@ -305,7 +334,8 @@ class Trainer:
         ds = CropDataset(self.files, self.cache, crop, seed=self.cfg.seed, rank=self.rank,
                          epoch=self.step)
         return DataLoader(ds, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers,
-                          persistent_workers=self.cfg.num_workers > 0, prefetch_factor=4 if self.cfg.num_workers else None)
+                          persistent_workers=self.cfg.num_workers > 0, prefetch_factor=4 if self.cfg.num_workers else None,
+                          worker_init_fn=_ignore_stop_signals if self.cfg.num_workers else None)
 
     def train_step(self, spec: torch.Tensor) -> dict:
         cfg = self.cfg
@@ -346,7 +376,7 @@ class Trainer:
         with stop_signals_interrupt():
             try:
                 self._loop(until, progress)
-            except KeyboardInterrupt:  # Ctrl-C, SIGINT or SIGTERM: keep what was trained, then stop
+            except BaseException:  # Ctrl-C, SIGINT, SIGTERM or a failure: keep what was trained, then stop
                 self.save()
                 raise
         self.save()

@@ -139,3 +139,17 @@ def test_split_chunks_layout():
     chunks = S.split_chunks(spec)
     assert chunks.shape == (2, 2, 2, 4, 64)
     torch.testing.assert_close(chunks[1, 1], spec[1, :, :, 64:])
+
+
+def test_envelope_is_cell_mean_magnitude_and_phase_free():
+    g = torch.Generator().manual_seed(0)
+    mag = torch.rand(3, 1024, 64, generator=g)
+    phase = torch.rand(3, 1024, 64, generator=g) * 6.283
+    spec = torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], dim=1)  # (3, 2, 1024, 64)
+    env = S.envelope(spec, (256, 32))
+    assert env.shape == (3, 256, 32)
+    torch.testing.assert_close(env[1, 5, 7], mag[1, 20:24, 14:16].mean(), rtol=1e-5, atol=1e-6)
+    rotated = torch.stack([mag * torch.cos(phase + 1.0), mag * torch.sin(phase + 1.0)], dim=1)
+    torch.testing.assert_close(S.envelope(rotated, (256, 32)), env, rtol=1e-4, atol=1e-5)
+    # leading dimensions are kept
+    assert S.envelope(spec[None], (16, 4)).shape == (1, 3, 16, 4)
