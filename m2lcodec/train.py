@@ -51,8 +51,8 @@ class TrainConfig:
     weighting: str = "clamped"  # loss weight per noise level: "clamped" or "paper" (schedule.consistency_weight)
     latent_std_floor: float = 0.3  # anti-collapse: hinge on each latent number's std across the batch ...
     latent_std_weight: float = 100.0  # ... weighted by this (0 = off: the paper's single loss)
-    envelope_weight: float = 0.0  # anti-collapse of the decoder: its finest features' channel 0 must
-    #                                predict the chunk's magnitude envelope (0 = off: the paper's single loss)
+    envelope_weight: float = 0.0  # anti-collapse of the decoder: its finest features' channel 0 must predict
+    #                                the chunk's magnitude envelope from the (detached) latents (0 = off)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -140,8 +140,11 @@ class ConsistencyLoss(nn.Module):
             loss = loss + self.latent_std_weight * torch.relu(self.latent_std_floor - spread).mean()
         stats = {"latent_std": float(latents.detach().float().std(0).mean()),
                  "latent_abs_max": float(latents.detach().abs().max())}
-        if self.envelope_weight > 0:  # the decoder must carry the envelope: L2 norm per chunk, like the main term
-            env = envelope_error(feats, x.flatten(0, 1)).view(b, 2)
+        if self.envelope_weight > 0:
+            # The decoder must carry the envelope (L2 norm per chunk, like the main term). Its latents are
+            # detached: the term teaches the decoder to read them and leaves the encoder to the main loss
+            # (with the gradient flowing into the encoder, small-v4 saturated its tanh in 400 steps).
+            env = envelope_error(self.model.decoder_features(latents.detach()), x.flatten(0, 1)).view(b, 2)
             loss = loss + self.envelope_weight * env.sum(1).mean()
             stats["envelope_err"] = float(env.detach().mean())
         return loss, stats
@@ -334,7 +337,7 @@ class Trainer:
         ds = CropDataset(self.files, self.cache, crop, seed=self.cfg.seed, rank=self.rank,
                          epoch=self.step)
         return DataLoader(ds, batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers,
-                          persistent_workers=self.cfg.num_workers > 0, prefetch_factor=4 if self.cfg.num_workers else None,
+                          prefetch_factor=4 if self.cfg.num_workers else None,
                           worker_init_fn=_ignore_stop_signals if self.cfg.num_workers else None)
 
     def train_step(self, spec: torch.Tensor) -> dict:
@@ -382,9 +385,19 @@ class Trainer:
         self.save()
 
     def _loop(self, until: int, progress) -> None:
+        batches = iter(self.loader())
+        try:
+            self._steps(batches, until, progress)
+        finally:
+            # Workers ignore SIGTERM, so stop them here: on an exception the traceback keeps the iterator
+            # alive past the atexit join of multiprocessing, which would then wait for them forever.
+            shutdown = getattr(batches, "_shutdown_workers", None)  # absent without worker processes
+            if shutdown is not None:
+                shutdown()
+
+    def _steps(self, batches, until: int, progress) -> None:
         last_ckpt = time.time()
         t0, s0 = time.time(), self.step
-        batches = iter(self.loader())
         while self.step < until:
             record = self.train_step(next(batches))
             if self.step % self.cfg.log_every == 0 or self.step == until:

@@ -123,31 +123,33 @@ def test_sigterm_saves_checkpoint(music_dir, tmp_path):
     assert resumed.resume() and resumed.step == 3
 
 
-def test_sigterm_to_workers_and_main_saves_checkpoint(music_dir, tmp_path):
-    """`pkill -f` or a session ending signals the data workers as well as the main process: the job
-    still saves (workers ignore the signal and leave the stop to the main process)."""
-    import multiprocessing
+def test_job_killed_with_its_workers_saves_and_exits(music_dir, tmp_path):
+    """`pkill -f` or a session ending signals the data worker as well as the main process: the job saves
+    its checkpoint and exits (workers ignore the signal and are stopped by the main process)."""
     import signal
+    import subprocess
+    import sys
 
     run = tmp_path / "run"
-    cfg = tiny_cfg()
-    cfg.num_workers = 1
-    trainer = Trainer(cfg, music_dir, run, device="cpu")
-
-    def kill_all_at_step_3(record: dict) -> None:
-        if record["step"] == 3:
-            workers = multiprocessing.active_children()
-            assert workers
-            for w in workers:
-                os.kill(w.pid, signal.SIGTERM)
-            time.sleep(0.5)
-            assert all(w.is_alive() for w in workers)  # they leave the stop to the main process
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit(progress=kill_all_at_step_3)
+    # a training script as a user writes one: the KeyboardInterrupt that fit() re-raises goes uncaught, so
+    # the traceback keeps the data iterator alive until after multiprocessing's atexit join of the worker
+    script = ("from m2lcodec.train import Trainer, TrainConfig\n"
+              "cfg = TrainConfig(preset='tiny', steps=1000, batch_size=2, num_workers=1, log_every=1, val_every=0)\n"
+              f"Trainer(cfg, {str(music_dir)!r}, {str(run)!r}, device='cpu').fit()\n")
+    job = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while not ((run / "log.jsonl").exists() and len(read_log(run)) >= 3):
+            assert job.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        os.killpg(job.pid, signal.SIGTERM)  # every process of the job, workers included
+        job.wait(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
     resumed = Trainer(tiny_cfg(), music_dir, run, device="cpu")
-    assert resumed.resume() and resumed.step == 3
+    assert resumed.resume() and resumed.step >= 2
 
 
 def test_resume_refuses_other_model(music_dir, tmp_path):
@@ -223,9 +225,9 @@ def test_latent_variance_hinge():
     torch.testing.assert_close(floor_met, plain)
 
 
-def test_envelope_term_trains_encoder_and_decoder_only():
+def test_envelope_term_trains_the_decoder_only():
     """The decoder anti-collapse term: adds weight x (per-chunk envelope error, summed over the pair,
-    averaged over the batch), and its gradient reaches the encoder and decoder, not the consistency model."""
+    averaged over the batch); its gradient reaches the decoder only (the latents are detached for it)."""
     from m2lcodec.train import envelope_error
 
     torch.manual_seed(0)
@@ -239,11 +241,19 @@ def test_envelope_term_trains_encoder_and_decoder_only():
     env = envelope_error(model.decoder_features(model.encode(chunks)), chunks)
     torch.testing.assert_close(with_env, plain + 2.0 * env.view(4, 2).sum(1).mean(), rtol=1e-4, atol=1e-3)
     assert stats["envelope_err"] == pytest.approx(float(env.detach().mean()), rel=1e-4)
-    model.zero_grad()
-    env.sum().backward()
-    grads = {m: sum(float(p.grad.abs().sum()) for p in getattr(model, m).parameters() if p.grad is not None)
-             for m in ("encoder", "decoder", "cm")}
-    assert grads["encoder"] > 0 and grads["decoder"] > 0 and grads["cm"] == 0, grads
+    def grads(loss: torch.Tensor) -> dict[str, float]:
+        model.zero_grad()
+        loss.backward()
+        return {m: sum(float(p.grad.abs().sum()) for p in getattr(model, m).parameters() if p.grad is not None)
+                for m in ("encoder", "decoder", "cm")}
+
+    torch.manual_seed(1)
+    g_plain = grads(ConsistencyLoss(model)(spec, delta=1.0)[0])
+    torch.manual_seed(1)
+    g_env = grads(ConsistencyLoss(model, envelope_weight=2.0)(spec, delta=1.0)[0])
+    assert g_env["encoder"] == pytest.approx(g_plain["encoder"], rel=1e-5)
+    assert g_env["cm"] == pytest.approx(g_plain["cm"], rel=1e-5)
+    assert g_env["decoder"] != pytest.approx(g_plain["decoder"], rel=1e-3)
 
 
 def test_envelope_term_makes_decoder_features_follow_the_latents():
@@ -262,7 +272,8 @@ def test_envelope_term_makes_decoder_features_follow_the_latents():
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     for _ in range(60):
         z = model.encode(spec)
-        loss = envelope_error(model.decoder_features(z), spec).mean() + 100 * torch.relu(0.3 - z.std(0)).mean()
+        loss = (envelope_error(model.decoder_features(z.detach()), spec).mean()
+                + 100 * torch.relu(0.3 - z.std(0)).mean())
         opt.zero_grad()
         loss.backward()
         opt.step()
