@@ -52,7 +52,7 @@ class TrainConfig:
     latent_std_floor: float = 0.3  # anti-collapse: hinge on each latent number's std across the batch ...
     latent_std_weight: float = 100.0  # ... weighted by this (0 = off: the paper's single loss)
     envelope_weight: float = 0.0  # anti-collapse of the decoder: its finest features' channel 0 must predict
-    #                                the chunk's magnitude envelope from the (detached) latents (0 = off)
+    #                                the chunk's magnitude envelope (0 = off: the paper's single loss)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -139,12 +139,14 @@ class ConsistencyLoss(nn.Module):
             spread = latents.float().flatten(1).std(0)
             loss = loss + self.latent_std_weight * torch.relu(self.latent_std_floor - spread).mean()
         stats = {"latent_std": float(latents.detach().float().std(0).mean()),
-                 "latent_abs_max": float(latents.detach().abs().max())}
+                 "latent_abs_max": float(latents.detach().abs().max()),
+                 "latent_saturated": float((latents.detach().abs() > 0.99).float().mean())}
         if self.envelope_weight > 0:
-            # The decoder must carry the envelope (L2 norm per chunk, like the main term). Its latents are
-            # detached: the term teaches the decoder to read them and leaves the encoder to the main loss
-            # (with the gradient flowing into the encoder, small-v4 saturated its tanh in 400 steps).
-            env = envelope_error(self.model.decoder_features(latents.detach()), x.flatten(0, 1)).view(b, 2)
+            # Encoder and decoder must carry the chunk's envelope (L2 norm per chunk, like the main term):
+            # a reconstruction signal for the latents from step 0, before the consistency model can read
+            # them. From scratch only: added to an already collapsed run it saturated the tanh
+            # (docs/training.md, "Decoder collapse").
+            env = envelope_error(feats, x.flatten(0, 1)).view(b, 2)
             loss = loss + self.envelope_weight * env.sum(1).mean()
             stats["envelope_err"] = float(env.detach().mean())
         return loss, stats

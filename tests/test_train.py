@@ -225,9 +225,9 @@ def test_latent_variance_hinge():
     torch.testing.assert_close(floor_met, plain)
 
 
-def test_envelope_term_trains_the_decoder_only():
+def test_envelope_term_trains_encoder_and_decoder_not_cm():
     """The decoder anti-collapse term: adds weight x (per-chunk envelope error, summed over the pair,
-    averaged over the batch); its gradient reaches the decoder only (the latents are detached for it)."""
+    averaged over the batch); its gradient reaches the encoder and decoder, not the consistency model."""
     from m2lcodec.train import envelope_error
 
     torch.manual_seed(0)
@@ -251,9 +251,9 @@ def test_envelope_term_trains_the_decoder_only():
     g_plain = grads(ConsistencyLoss(model)(spec, delta=1.0)[0])
     torch.manual_seed(1)
     g_env = grads(ConsistencyLoss(model, envelope_weight=2.0)(spec, delta=1.0)[0])
-    assert g_env["encoder"] == pytest.approx(g_plain["encoder"], rel=1e-5)
     assert g_env["cm"] == pytest.approx(g_plain["cm"], rel=1e-5)
     assert g_env["decoder"] != pytest.approx(g_plain["decoder"], rel=1e-3)
+    assert g_env["encoder"] != pytest.approx(g_plain["encoder"], rel=1e-3)
 
 
 def test_envelope_term_makes_decoder_features_follow_the_latents():
@@ -272,7 +272,7 @@ def test_envelope_term_makes_decoder_features_follow_the_latents():
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     for _ in range(60):
         z = model.encode(spec)
-        loss = (envelope_error(model.decoder_features(z.detach()), spec).mean()
+        loss = (envelope_error(model.decoder_features(z), spec).mean()
                 + 100 * torch.relu(0.3 - z.std(0)).mean())
         opt.zero_grad()
         loss.backward()
