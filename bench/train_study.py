@@ -52,7 +52,8 @@ def main() -> None:
     out = Path(args.out)
     init = load_checkpoint(Path(args.init)) if args.init else None
     if init is not None:
-        base = TrainConfig.from_dict(init["train_config"])
+        # the job's own recipe; a job begun before the envelope term existed ran without it
+        base = TrainConfig.from_dict({"envelope_weight": 0.0, **init["train_config"]})
         model_config = ModelConfig.from_dict(init["model_config"])
     else:
         base = TrainConfig(preset=args.preset, steps=args.steps, lr=args.lr, warmup_steps=max(args.steps // 20, 1))

@@ -295,6 +295,9 @@ def train(preset: str = typer.Option("small", help="tiny, small or paper"),
     fields = {}
     if resume and saved.exists():
         fields = json.loads(saved.read_text())
+        # a run begun before the envelope term existed goes on without it: switched on in a collapsed run
+        # it saturated the latents (docs/training.md, "Decoder collapse")
+        fields.setdefault("envelope_weight", 0.0)
     if config is not None:
         fields.update(json.loads(config.read_text()))
     if not resume or "preset" not in fields:

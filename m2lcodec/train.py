@@ -51,7 +51,7 @@ class TrainConfig:
     weighting: str = "clamped"  # loss weight per noise level: "clamped" or "paper" (schedule.consistency_weight)
     latent_std_floor: float = 0.3  # anti-collapse: hinge on each latent number's std across the batch ...
     latent_std_weight: float = 100.0  # ... weighted by this (0 = off: the paper's single loss)
-    envelope_weight: float = 0.0  # anti-collapse of the decoder: its finest features' channel 0 must predict
+    envelope_weight: float = 1.0  # anti-collapse of the decoder: its finest features' channel 0 must predict
     #                                the chunk's magnitude envelope (0 = off: the paper's single loss)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1

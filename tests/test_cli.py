@@ -416,3 +416,25 @@ def test_script_info_json(good_m2l):
     p = _script("info", good_m2l, "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["channels"] == 2
+
+
+def test_train_and_resume_keeps_an_old_runs_recipe(work):
+    """`train` then `train --resume` continue the same run; a run whose saved config predates the envelope
+    term (no `envelope_weight`) resumes without it rather than with the new default."""
+    data = work / "data"
+    data.mkdir()
+    shutil.copy(work / "stereo44.wav", data / "a.wav")
+    run, cfg = work / "run", work / "cfg.json"
+    cfg.write_text(json.dumps({"num_workers": 0, "log_every": 1, "val_every": 0, "warmup_steps": 1}))
+    r = cli("train", "--preset", "tiny", "--data", data, "--run-dir", run, "--steps", "4", "--until", "2",
+            "--batch-size", "2", "--config", cfg, "--device", "cpu")
+    assert r.code == 0, r.all
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["envelope_weight"] == 1.0  # the default for new runs
+    del saved["envelope_weight"]  # as written before session 3
+    (run / "config.json").write_text(json.dumps(saved))
+    r = cli("train", "--data", data, "--run-dir", run, "--resume", "--device", "cpu")
+    assert r.code == 0, r.all
+    assert json.loads((run / "config.json").read_text())["envelope_weight"] == 0.0
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
