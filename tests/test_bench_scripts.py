@@ -183,3 +183,29 @@ def test_chunks_alone_decode(codec) -> None:
     seam = seams.boundary_positions(x.shape[1])[1]
     np.testing.assert_array_equal(a[:, :seam], b[:, :seam])
     assert not np.array_equal(a[:, seam + 1536 :], b[:, seam + 1536 :])
+
+
+def test_learning_curve_compares_runs(tmp_path: Path) -> None:
+    """Two runs' logs -> one plot and a JSON per run; hours are summed from the logged steps/s; a run
+    without the decoder metrics (older logs) is plotted without them."""
+    import subprocess
+
+    val = {"rec_mse": 0.11, "zeros_mse": 0.11, "swap_ratio": 1.0, "denoise_swap_ratio@0.1": 1.0,
+           "denoise_swap_ratio@1": 1.0, "denoise_swap_ratio@10": 1.0, "denoise_mse@0.1": 0.01,
+           "denoise_mse@1": 0.1, "denoise_mse@10": 0.11, "latent_spread": 0.5}
+    for name, extra in (("old", {}), ("new", {"feature_spread": 0.1, "envelope_rel_err": 0.2})):
+        run = tmp_path / name
+        run.mkdir()
+        records = [{"step": 10, "loss": 1.0, "steps_per_s": 1 / 36}, {"step": 20, "loss": 1.0, "steps_per_s": 1 / 36},
+                   {"step": 20, "kind": "val", **val, **extra}]
+        (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    script = Path(__file__).parent.parent / "bench" / "learning_curve.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "new"), str(tmp_path / "old"),
+                          "--out", str(tmp_path / "c.png"), "--json", str(tmp_path / "c.json")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    curves = json.loads((tmp_path / "c.json").read_text())
+    assert set(curves) == {"new", "old"}
+    assert curves["new"][0]["train_hours"] == pytest.approx(0.2)  # 20 steps at 36 s each
+    assert "feature_spread" not in curves["old"][0]
