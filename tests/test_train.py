@@ -210,17 +210,23 @@ def test_encoder_gets_comparable_gradient_at_init():
         assert norms[name]["encoder"] > 0.5 * norms[name]["decoder"], norms
 
 
+def tiny_model_and_spec() -> tuple[Music2Latent2, torch.Tensor]:
+    torch.manual_seed(0)
+    return Music2Latent2(get_config("tiny")), torch.randn(4, 2, 1024, 128) * 0.3
+
+
+def seeded_loss(model: Music2Latent2, spec: torch.Tensor, **terms) -> tuple[torch.Tensor, dict]:
+    """The loss with the same noise draw every call, so variants differ only by their extra terms."""
+    torch.manual_seed(1)
+    return ConsistencyLoss(model, **terms)(spec, delta=1.0)
+
+
 def test_latent_variance_hinge():
     """The optional anti-collapse term: zero when the latents spread enough, positive when they collapse."""
-    torch.manual_seed(0)
-    model = Music2Latent2(get_config("tiny"))
-    spec = torch.randn(4, 2, 1024, 128) * 0.3
-    torch.manual_seed(1)
-    plain, _ = ConsistencyLoss(model)(spec, delta=1.0)
-    torch.manual_seed(1)
-    hinged, _ = ConsistencyLoss(model, latent_std_floor=0.5, latent_std_weight=10.0)(spec, delta=1.0)
-    torch.manual_seed(1)
-    floor_met, _ = ConsistencyLoss(model, latent_std_floor=1e-6, latent_std_weight=10.0)(spec, delta=1.0)
+    model, spec = tiny_model_and_spec()
+    plain, _ = seeded_loss(model, spec)
+    hinged, _ = seeded_loss(model, spec, latent_std_floor=0.5, latent_std_weight=10.0)
+    floor_met, _ = seeded_loss(model, spec, latent_std_floor=1e-6, latent_std_weight=10.0)
     assert hinged > plain + 1.0  # tiny's latents spread far less than 0.5 at initialisation
     torch.testing.assert_close(floor_met, plain)
 
@@ -230,27 +236,22 @@ def test_envelope_term_trains_encoder_and_decoder_not_cm():
     averaged over the batch); its gradient reaches the encoder and decoder, not the consistency model."""
     from m2lcodec.train import envelope_error
 
-    torch.manual_seed(0)
-    model = Music2Latent2(get_config("tiny"))
-    spec = torch.randn(4, 2, 1024, 128) * 0.3
-    torch.manual_seed(1)
-    plain, _ = ConsistencyLoss(model)(spec, delta=1.0)
-    torch.manual_seed(1)
-    with_env, stats = ConsistencyLoss(model, envelope_weight=2.0)(spec, delta=1.0)
+    model, spec = tiny_model_and_spec()
+    plain, _ = seeded_loss(model, spec)
+    with_env, stats = seeded_loss(model, spec, envelope_weight=2.0)
     chunks = torch.stack([spec[..., :64], spec[..., 64:]], 1).flatten(0, 1)
     env = envelope_error(model.decoder_features(model.encode(chunks)), chunks)
     torch.testing.assert_close(with_env, plain + 2.0 * env.view(4, 2).sum(1).mean(), rtol=1e-4, atol=1e-3)
     assert stats["envelope_err"] == pytest.approx(float(env.detach().mean()), rel=1e-4)
+
     def grads(loss: torch.Tensor) -> dict[str, float]:
         model.zero_grad()
         loss.backward()
         return {m: sum(float(p.grad.abs().sum()) for p in getattr(model, m).parameters() if p.grad is not None)
                 for m in ("encoder", "decoder", "cm")}
 
-    torch.manual_seed(1)
-    g_plain = grads(ConsistencyLoss(model)(spec, delta=1.0)[0])
-    torch.manual_seed(1)
-    g_env = grads(ConsistencyLoss(model, envelope_weight=2.0)(spec, delta=1.0)[0])
+    g_plain = grads(seeded_loss(model, spec)[0])
+    g_env = grads(seeded_loss(model, spec, envelope_weight=2.0)[0])
     assert g_env["cm"] == pytest.approx(g_plain["cm"], rel=1e-5)
     assert g_env["decoder"] != pytest.approx(g_plain["decoder"], rel=1e-3)
     assert g_env["encoder"] != pytest.approx(g_plain["encoder"], rel=1e-3)
