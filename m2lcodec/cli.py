@@ -283,10 +283,12 @@ def train(preset: str = typer.Option("small", help="tiny, small or paper"),
           run_dir: Path = typer.Option(..., "--run-dir", help="log.jsonl and checkpoint.pt go here"),
           steps: Optional[int] = typer.Option(None, help="total steps of the run (schedules)"),
           until: Optional[int] = typer.Option(None, help="stop at this step (default: --steps)"),
+          minutes: Optional[float] = typer.Option(None, help="stop after this much wall time (saves first)"),
           resume: bool = typer.Option(False, help="continue from RUN_DIR/checkpoint.pt"),
           batch_size: Optional[int] = typer.Option(None, "--batch-size"),
           device: str = DeviceOpt, val_data: Optional[Path] = typer.Option(None, "--val-data"),
           config: Optional[Path] = typer.Option(None, help="JSON file of TrainConfig fields"),
+          init: Optional[Path] = typer.Option(None, help="fine-tune: start from this weights file (.safetensors)"),
           cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="decoded-audio cache")) -> None:
     """Train or fine-tune a model (consistency training; see docs/training.md)."""
     from m2lcodec.train import TrainConfig, Trainer
@@ -307,6 +309,10 @@ def train(preset: str = typer.Option("small", help="tiny, small or paper"),
             fields[key] = value
     if cache_dir is not None:
         fields["cache_dir"] = str(cache_dir)
+    if init is not None:
+        if resume:
+            fail("--init starts a new run from a weights file; --resume continues one: choose one")
+        fields["init_weights"] = str(init)
     cfg = TrainConfig.from_dict(fields)
     if resume and not (run_dir / "checkpoint.pt").exists():
         fail(f"--resume: no checkpoint in {run_dir}")
@@ -320,7 +326,7 @@ def train(preset: str = typer.Option("small", help="tiny, small or paper"),
         saved.write_text(json.dumps(asdict(cfg), indent=1))
     target = min(until or cfg.steps, cfg.steps)
     if trainer.rank != 0:
-        trainer.fit(target)
+        trainer.fit(target, max_seconds=None if minutes is None else 60 * minutes)
         return
     with progress_bar() as bar:
         task = bar.add_task(f"training {cfg.preset}", total=target, completed=trainer.step)
@@ -329,7 +335,7 @@ def train(preset: str = typer.Option("small", help="tiny, small or paper"),
             bar.update(task, completed=record["step"],
                        description=f"training {cfg.preset} loss {record['loss']:.3g}")
 
-        trainer.fit(target, progress=report)
+        trainer.fit(target, progress=report, max_seconds=None if minutes is None else 60 * minutes)
     out.print(f"step {trainer.step}: checkpoint {trainer.ckpt_path}, log {run_dir / 'log.jsonl'}")
 
 

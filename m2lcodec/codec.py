@@ -156,7 +156,7 @@ class Codec:
         """Yields (chunk index, refined spectrogram (C, 2, 1024, 64)) for chunks start.. in order."""
         channels, total = latents.shape[:2]
         shape = (channels, 1, 2, spectral.FREQ_BINS, spectral.CHUNK_FRAMES)
-        s_cond = max(sigma_cond, schedule.SIGMA_MIN)
+        s_cond = max(sigma_cond, schedule.SIGMA_MIN)  # the level schedule.renoise evaluates at
         sig_single = torch.full((channels, 1), schedule.SIGMA_MAX, device=self.device)
         sig_pair = torch.tensor([s_cond, schedule.SIGMA_MAX], device=self.device).expand(channels, 2)
         sig_last = torch.full((channels, 2), s_cond, device=self.device)
@@ -174,6 +174,9 @@ class Codec:
         def pair_features(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[torch.Tensor]:
             return [torch.stack([fa, fb], dim=1).flatten(0, 1) for fa, fb in zip(a, b)]
 
+        def renoised(x: torch.Tensor, t: int) -> torch.Tensor:  # chunk t's estimate, back at sigma_cond
+            return schedule.renoise(x, sigma_cond, chunk_noise(seed, t, 1, shape).to(self.device)[:, 0])[0]
+
         for t in range(start, total):
             f_t = chunk_feats(t)
             x_t = chunk_noise(seed, t, 0, shape).to(self.device) * schedule.SIGMA_MAX
@@ -182,21 +185,22 @@ class Codec:
                     prev = self.model.denoise(x_t, sig_single, f_t)[:, 0]
                     prev_feats = f_t
                     continue
-                renoised = prev + s_cond * chunk_noise(seed, t - 1, 1, shape).to(self.device)[:, 0]
-                out = self.model.denoise(torch.stack([renoised, x_t[:, 0]], dim=1), sig_pair,
+                out = self.model.denoise(torch.stack([renoised(prev, t - 1), x_t[:, 0]], dim=1), sig_pair,
                                          pair_features(prev_feats, f_t))
             yield t - 1, out[:, 0].float()
             prev, prev_feats = out[:, 1], f_t
             last_emitted = out[:, 0]
+        if sigma_cond <= 0:  # the second step at SIGMA_MIN is exactly the identity: no extra pass needed
+            yield total - 1, prev.float()
+            return
         # the last chunk's second step: one extra pass, with the refined chunk before it as context
         with self._autocast():
-            renoised = prev + s_cond * chunk_noise(seed, total - 1, 1, shape).to(self.device)[:, 0]
             if total - start >= 2:
-                ctx = last_emitted + s_cond * chunk_noise(seed, total - 2, 1, shape).to(self.device)[:, 0]
-                out = self.model.denoise(torch.stack([ctx, renoised], dim=1), sig_last,
+                ctx = renoised(last_emitted, total - 2)
+                out = self.model.denoise(torch.stack([ctx, renoised(prev, total - 1)], dim=1), sig_last,
                                          pair_features(chunk_feats(total - 2), prev_feats))[:, 1]
             else:
-                out = self.model.denoise(renoised[:, None], sig_last[:, :1], prev_feats)[:, 0]
+                out = self.model.denoise(renoised(prev, total - 1)[:, None], sig_last[:, :1], prev_feats)[:, 0]
         yield total - 1, out.float()
 
     @torch.inference_mode()

@@ -46,6 +46,12 @@ def noise_embedding_input(sigma: torch.Tensor) -> torch.Tensor:
     return torch.log(sigma) / 4.0
 
 
+def renoise(x: torch.Tensor, sigma_cond: float, noise: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The decode's re-noising of a first estimate: (x + sigma_cond * noise, the level to evaluate it at).
+    sigma_cond 0 adds no noise and evaluates at SIGMA_MIN, where f is exactly the identity."""
+    return x + sigma_cond * noise, max(sigma_cond, SIGMA_MIN)
+
+
 class IndexSampler:
     """Draws training noise indices: a grid of `points` indices weighted by a log-normal density on
     sigma (mean -1.1, std 2.0 in log sigma), then uniform jitter inside the drawn cell."""

@@ -20,6 +20,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -28,10 +29,8 @@ from torch.utils.data import DataLoader
 from m2lcodec import schedule
 from m2lcodec.data import CropConfig, CropDataset, fixed_crops, list_audio
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config
-from m2lcodec.spectral import CHUNK_FRAMES, envelope, spec_to_wave
-
-HUBER_C = 0.00054 * math.sqrt(2 * 1024 * 64)  # ~0.1955, d = elements per chunk
-
+from m2lcodec.losses import envelope_error, pseudo_huber, stft_loss, unrolled_pair
+from m2lcodec.spectral import CHUNK_FRAMES, CHUNK_SAMPLES, envelope, spec_to_wave
 
 @dataclass
 class TrainConfig:
@@ -53,6 +52,14 @@ class TrainConfig:
     latent_std_weight: float = 100.0  # ... weighted by this (0 = off: the paper's single loss)
     envelope_weight: float = 1.0  # anti-collapse of the decoder: its finest features' channel 0 must predict
     #                                the chunk's magnitude envelope (0 = off: the paper's single loss)
+    # reconstruction terms (docs/training.md, "Reconstruction terms"; all 0 = the paper's single loss):
+    recon_weight: float = 0.0  # (a) stft_loss on the first step from sigma_max, in the decoder's pair context
+    recon_fraction: float = 0.5  # share of each batch that trains the decode steps instead of consistency
+    recon_context: str = "sampled"  # left chunk of those pairs: "sampled" (its own consistency noise level)
+    #                                 or "unrolled" (the codec's first estimate re-noised to recon_sigma_cond)
+    recon_sigma_cond: float = 0.0  # (b) the decode's sigma_cond trained in "unrolled" pairs
+    emit_weight: float = 0.0  # (b) stft_loss on the left's emitted second step of "unrolled" pairs
+    init_weights: str = ""  # fine-tune: start model and EMA from this weights file (step 0, fresh optimiser)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -73,12 +80,6 @@ class TrainConfig:
         return cls(**d)
 
 
-def pseudo_huber(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per chunk: sqrt(||a - b||^2 + c^2) - c over all elements of a chunk; a, b (B, n, 2, F, T) -> (B, n)."""
-    sq = (a.float() - b.float()).pow(2).flatten(2).sum(-1)
-    return torch.sqrt(sq + HUBER_C**2) - HUBER_C
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to lr_min at the end of the run."""
     if step < cfg.warmup_steps:
@@ -95,21 +96,47 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
 
 
+RECON_CONTEXTS = ("sampled", "unrolled")
+
+
 class ConsistencyLoss(nn.Module):
-    """The whole training computation in forward(), so DistributedDataParallel can wrap it."""
+    """The whole training computation in forward(), so DistributedDataParallel can wrap it.
+
+    With `recon_weight` > 0, the first `recon_fraction` of each batch trains the codec's own decode
+    steps instead of the consistency term (docs/training.md, "Reconstruction terms"): the right chunk of
+    the pair starts from pure noise at sigma_max and its output, as a waveform, is compared with the crop
+    by `stft_loss`. The left chunk of those pairs is either left as the consistency term has it
+    (`recon_context="sampled"`, its consistency term kept) or is the codec's own first estimate
+    re-noised to `recon_sigma_cond` (`"unrolled"`, via `losses.unrolled_pair`); then `emit_weight`
+    adds the same loss on the left's emitted second step. All weights 0 = the paper's single loss."""
 
     def __init__(self, model: Music2Latent2, latent_noise: float = 0.0, noise_log_mean: float = -1.1,
                  noise_log_std: float = 2.0, latent_std_floor: float = 0.0, latent_std_weight: float = 0.0,
-                 weighting: str = "paper", envelope_weight: float = 0.0) -> None:
+                 weighting: str = "paper", envelope_weight: float = 0.0, recon_weight: float = 0.0,
+                 recon_fraction: float = 0.5, recon_context: str = "sampled", recon_sigma_cond: float = 0.0,
+                 emit_weight: float = 0.0) -> None:
         super().__init__()
         if weighting not in schedule.WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; expected one of {schedule.WEIGHTINGS}")
+        if recon_context not in RECON_CONTEXTS:
+            raise ValueError(f"unknown recon_context {recon_context!r}; expected one of {RECON_CONTEXTS}")
+        if emit_weight > 0 and recon_context != "unrolled":
+            raise ValueError("emit_weight needs recon_context='unrolled' (the emitted step of the codec's pair)")
         self.model = model
         self.weighting = weighting
         self.latent_std_floor, self.latent_std_weight = latent_std_floor, latent_std_weight
         self.sampler = schedule.IndexSampler(log_mean=noise_log_mean, log_std=noise_log_std)
         self.latent_noise = latent_noise
         self.envelope_weight = envelope_weight
+        self.recon_weight, self.recon_fraction = recon_weight, recon_fraction
+        self.recon_context, self.recon_sigma_cond = recon_context, recon_sigma_cond
+        self.emit_weight = emit_weight
+
+    def recon_rows(self, b: int) -> int:
+        """How many pairs of a batch of b train the decode steps (the first ones)."""
+        if self.recon_weight <= 0 and self.emit_weight <= 0:
+            return 0
+        return min(b, max(1, round(b * self.recon_fraction)))
 
     def forward(self, spec: torch.Tensor, delta: float) -> tuple[torch.Tensor, dict[str, float]]:
         """spec (B, 2, 1024, 128) -> (loss, stats). Two chunks, independent noise levels."""
@@ -119,28 +146,56 @@ class ConsistencyLoss(nn.Module):
         if self.latent_noise > 0:
             latents = latents + (torch.rand_like(latents) - 0.5) * self.latent_noise
         feats = self.model.decoder_features(latents)
+        stats: dict[str, float] = {}
 
-        i_student = self.sampler.sample(2 * b).to(spec.device).view(b, 2)
-        i_teacher = schedule.teacher_index(i_student, delta)
-        sigma_s = schedule.sigma_from_index(i_student)
-        sigma_t = schedule.sigma_from_index(i_teacher)
-        noise = torch.randn_like(x, dtype=torch.float32)
-        expand = (..., None, None, None)
-        student = self.model.denoise(x + sigma_s[expand] * noise, sigma_s, feats)
-        x_t = x + sigma_t[expand] * noise
-        if bool((i_teacher == 0).all()):
-            teacher = x_t  # f(x, sigma_min) = x exactly: no network evaluation needed
-        else:
-            with torch.no_grad():
-                teacher = self.model.denoise(x_t, sigma_t, [f.detach() for f in feats])
-        weight = schedule.consistency_weight(sigma_s, sigma_t, self.weighting)
-        loss = (weight * pseudo_huber(student, teacher.detach())).sum(1).mean()
+        n_rec = self.recon_rows(b)
+        unrolled = n_rec > 0 and self.recon_context == "unrolled"
+        first = n_rec if unrolled else 0  # rows of the consistency term's own forward pass
+        loss = torch.zeros((), device=spec.device)
+        if first < b:
+            xc, fc = x[first:], [f.view(b, 2, *f.shape[1:])[first:].flatten(0, 1) for f in feats]
+            bc = b - first
+            i_student = self.sampler.sample(2 * bc).to(spec.device).view(bc, 2)
+            keep = torch.ones(bc, 2, device=spec.device)
+            if n_rec > 0 and not unrolled:  # "sampled": right chunks of the first rows start from sigma_max
+                i_student[:n_rec, 1] = 1.0
+                keep[:n_rec, 1] = 0.0
+            i_teacher = schedule.teacher_index(i_student, delta)
+            sigma_s = schedule.sigma_from_index(i_student)
+            sigma_t = schedule.sigma_from_index(i_teacher)
+            noise = torch.randn_like(xc, dtype=torch.float32)
+            expand = (..., None, None, None)
+            student = self.model.denoise(xc + sigma_s[expand] * noise, sigma_s, fc)
+            x_t = xc + sigma_t[expand] * noise
+            if bool((i_teacher == 0).all()):
+                teacher = x_t  # f(x, sigma_min) = x exactly: no network evaluation needed
+            else:
+                with torch.no_grad():
+                    teacher = self.model.denoise(x_t, sigma_t, [f.detach() for f in fc])
+            weight = schedule.consistency_weight(sigma_s, sigma_t, self.weighting)
+            loss = (keep * weight * pseudo_huber(student, teacher.detach())).sum() / b
+            if n_rec > 0 and not unrolled:
+                rec = self.recon_term(x[:n_rec], student[:n_rec, 0], student[:n_rec, 1])
+                loss = loss + self.recon_weight * rec.mean() * n_rec / b
+                stats["recon"] = float(rec.detach().mean())
+        if unrolled:
+            fr = [f.view(b, 2, *f.shape[1:])[:n_rec].flatten(0, 1) for f in feats]
+            shape = x[:n_rec, 0].shape
+            noises = [torch.randn(shape, device=spec.device) for _ in range(3)]
+            left, right = unrolled_pair(self.model, fr, self.recon_sigma_cond, *noises)
+            rec = self.recon_term(x[:n_rec], left, right)
+            loss = loss + self.recon_weight * rec.mean() * n_rec / b
+            stats["recon"] = float(rec.detach().mean())
+            if self.emit_weight > 0:
+                emit = self.recon_term(x[:n_rec], left, right, part="left")
+                loss = loss + self.emit_weight * emit.mean() * n_rec / b
+                stats["emit"] = float(emit.detach().mean())
         if self.latent_std_weight > 0:  # VICReg-style variance hinge: keeps the latents from collapsing
             spread = latents.float().flatten(1).std(0)
             loss = loss + self.latent_std_weight * torch.relu(self.latent_std_floor - spread).mean()
-        stats = {"latent_std": float(latents.detach().float().std(0).mean()),
-                 "latent_abs_max": float(latents.detach().abs().max()),
-                 "latent_saturated": float((latents.detach().abs() > 0.99).float().mean())}
+        stats.update({"latent_std": float(latents.detach().float().std(0).mean()),
+                      "latent_abs_max": float(latents.detach().abs().max()),
+                      "latent_saturated": float((latents.detach().abs() > 0.99).float().mean())})
         if self.envelope_weight > 0:
             # Encoder and decoder must carry the chunk's envelope (L2 norm per chunk, like the main term):
             # a reconstruction signal for the latents from step 0, before the consistency model can read
@@ -151,20 +206,28 @@ class ConsistencyLoss(nn.Module):
             stats["envelope_err"] = float(env.detach().mean())
         return loss, stats
 
-
-def envelope_error(feats: list[torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
-    """Per chunk: L2 distance between channel 0 of the decoder's finest features and the chunk's magnitude
-    envelope on that grid; feats for N chunks, chunks (N, 2, F, T) -> (N,)."""
-    pred = feats[0][:, 0].float()
-    return (pred - envelope(chunks, tuple(pred.shape[-2:]))).pow(2).flatten(1).sum(-1).sqrt()
+    @staticmethod
+    def recon_term(x: torch.Tensor, left: torch.Tensor, right: torch.Tensor, part: str = "right") -> torch.Tensor:
+        """stft_loss of a decoded pair against the true pair x (n, 2, 2, F, 64), per pair -> (n,).
+        The pair's outputs are inverted together, so the right part includes the seam's overlap-add;
+        "right" compares samples from CHUNK_SAMPLES on (the right chunk), "left" those before it."""
+        with torch.autocast(x.device.type, enabled=False):
+            est = spec_to_wave(torch.cat([left, right], dim=-1).float())
+            ref = spec_to_wave(torch.cat([x[:, 0], x[:, 1]], dim=-1).float())
+        cut = slice(CHUNK_SAMPLES, None) if part == "right" else slice(None, CHUNK_SAMPLES)
+        return stft_loss(est[:, cut], ref[:, cut])
 
 
 @torch.no_grad()
 def validate(model: Music2Latent2, crops: torch.Tensor, dtype: torch.dtype | None,
-             sigmas: tuple[float, ...] = (0.1, 1.0, 10.0)) -> dict[str, float]:
+             sigmas: tuple[float, ...] = (0.1, 1.0, 10.0),
+             sigma_conds: tuple[float, ...] = (0.0, 0.4)) -> dict[str, float]:
     """Progress the raw loss does not show (design doc section 7):
     one-step reconstruction from sigma_max with the true latents and with latents swapped between
-    crops (does the output depend on the latents?), and denoising error at fixed noise levels."""
+    crops (does the output depend on the latents?), denoising error at fixed noise levels, and the
+    codec's own decode of each two-chunk crop (`losses.unrolled_pair`) at each of `sigma_conds`:
+    `pair_mel@s` scores the whole decoded pair (left = the emitted second step, right = the first step
+    in pair context, seam included), `emit_mel@s` the emitted left chunk alone."""
     from m2lcodec.metrics import mel_distance, si_sdr
 
     model.eval()
@@ -202,6 +265,18 @@ def validate(model: Music2Latent2, crops: torch.Tensor, dtype: torch.dtype | Non
     out["rec_mel"] = float(sum(mel_distance(r, e, 44100) for r, e in zip(ref, est)) / len(ref))
     out["swap_mel"] = float(sum(mel_distance(r, e, 44100) for r, e in zip(ref, swp)) / len(ref))
     out["latent_spread"] = float(latents.float().std(0).mean())
+    pairs = torch.stack([crops[..., :CHUNK_FRAMES], crops[..., CHUNK_FRAMES:]], dim=1).to(device)
+    g = torch.Generator().manual_seed(1)
+    pair_noise = [torch.randn(pairs[:, 0].shape, generator=g).to(device) for _ in range(3)]
+    ref_pair = spec_to_wave(torch.cat([pairs[:, 0], pairs[:, 1]], dim=-1).float()).cpu().numpy()
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        pair_feats = model.decoder_features(model.encode(pairs.flatten(0, 1)))
+        for s in sigma_conds:
+            left, right = unrolled_pair(model, pair_feats, s, *pair_noise)
+            est = spec_to_wave(torch.cat([left, right], dim=-1).float()).cpu().numpy()
+            out[f"pair_mel@{s:g}"] = float(np.mean([mel_distance(r, e, 44100) for r, e in zip(ref_pair, est)]))
+            out[f"emit_mel@{s:g}"] = float(np.mean([mel_distance(r[:CHUNK_SAMPLES], e[:CHUNK_SAMPLES], 44100)
+                                                    for r, e in zip(ref_pair, est)]))
     model.train()
     return out
 
@@ -286,12 +361,22 @@ class Trainer:
                 self.device = torch.device("cuda", local)
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)
-        self.model_config = model_config or get_config(cfg.preset)
-        self.model = Music2Latent2(self.model_config).to(self.device)
+        if cfg.init_weights:  # fine-tuning: the weights file's own architecture, whatever the preset
+            from m2lcodec.weights import load_model
+
+            init, info = load_model(cfg.init_weights)
+            if model_config is not None and model_config != info.config:
+                raise ValueError(f"{cfg.init_weights} has another model config than the one asked for")
+            self.model_config = info.config
+            self.model = init.train().to(self.device)
+        else:
+            self.model_config = model_config or get_config(cfg.preset)
+            self.model = Music2Latent2(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.loss_fn = ConsistencyLoss(self.model, cfg.latent_noise, cfg.noise_log_mean, cfg.noise_log_std,
                                        cfg.latent_std_floor, cfg.latent_std_weight, cfg.weighting,
-                                       cfg.envelope_weight)
+                                       cfg.envelope_weight, cfg.recon_weight, cfg.recon_fraction,
+                                       cfg.recon_context, cfg.recon_sigma_cond, cfg.emit_weight)
         self.wrapped: nn.Module = self.loss_fn
         if self.world > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(
@@ -374,22 +459,24 @@ class Trainer:
                           f"(swap ratio {metrics['swap_ratio']:.3f}): encoder collapse?")
         return record
 
-    def fit(self, until: int | None = None, progress=None) -> None:
-        """Train up to step `until` (default cfg.steps), checkpointing every few minutes and at the end."""
+    def fit(self, until: int | None = None, progress=None, max_seconds: float | None = None) -> None:
+        """Train up to step `until` (default cfg.steps) or for `max_seconds` of wall time, whichever comes
+        first, checkpointing every few minutes and at the end."""
         until = min(until or self.cfg.steps, self.cfg.steps)
+        deadline = time.time() + max_seconds if max_seconds is not None else math.inf
         self.model.train()
         with stop_signals_interrupt():
             try:
-                self._loop(until, progress)
+                self._loop(until, progress, deadline)
             except BaseException:  # Ctrl-C, SIGINT, SIGTERM or a failure: keep what was trained, then stop
                 self.save()
                 raise
         self.save()
 
-    def _loop(self, until: int, progress) -> None:
+    def _loop(self, until: int, progress, deadline: float) -> None:
         batches = iter(self.loader())
         try:
-            self._steps(batches, until, progress)
+            self._steps(batches, until, progress, deadline)
         finally:
             # Workers ignore SIGTERM, so stop them here: on an exception the traceback keeps the iterator
             # alive past the atexit join of multiprocessing, which would then wait for them forever.
@@ -397,10 +484,10 @@ class Trainer:
             if shutdown is not None:
                 shutdown()
 
-    def _steps(self, batches, until: int, progress) -> None:
+    def _steps(self, batches, until: int, progress, deadline: float) -> None:
         last_ckpt = time.time()
         t0, s0 = time.time(), self.step
-        while self.step < until:
+        while self.step < until and time.time() < deadline:
             record = self.train_step(next(batches))
             if self.step % self.cfg.log_every == 0 or self.step == until:
                 record["steps_per_s"] = (self.step - s0) / max(time.time() - t0, 1e-9)

@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 import torch.multiprocessing as mp
 
-from m2lcodec.train import (ConsistencyLoss, TrainConfig, Trainer, export_weights, lr_at, pseudo_huber)
+from m2lcodec.losses import envelope_error, pseudo_huber
+from m2lcodec.train import ConsistencyLoss, TrainConfig, Trainer, export_weights, lr_at
 from m2lcodec.model import Music2Latent2, get_config
 from m2lcodec.weights import load_model
 
@@ -234,7 +235,6 @@ def test_latent_variance_hinge():
 def test_envelope_term_trains_encoder_and_decoder_not_cm():
     """The decoder anti-collapse term: adds weight x (per-chunk envelope error, summed over the pair,
     averaged over the batch); its gradient reaches the encoder and decoder, not the consistency model."""
-    from m2lcodec.train import envelope_error
 
     model, spec = tiny_model_and_spec()
     plain, _ = seeded_loss(model, spec)
@@ -263,7 +263,6 @@ def test_envelope_term_makes_decoder_features_follow_the_latents():
     that of the best input-independent guess. (Without the hinge the latents collapse first and 60 steps
     end exactly at that guess.)"""
     from m2lcodec.spectral import envelope
-    from m2lcodec.train import envelope_error
 
     torch.manual_seed(0)
     spec = band_crops()[..., :64]
@@ -329,3 +328,95 @@ def _short_band_training() -> tuple[dict, dict]:
         loss.backward()
         opt.step()
     return before, validate(model, spec, None)
+
+
+# -- reconstruction terms (docs/training.md, "Reconstruction terms") ---------------------------------
+
+def paper_single_loss(model: Music2Latent2, spec: torch.Tensor, delta: float) -> torch.Tensor:
+    """The consistency loss as written before the reconstruction terms existed (same draw order)."""
+    from m2lcodec import schedule
+
+    b = spec.shape[0]
+    x = torch.stack([spec[..., :64], spec[..., 64:]], dim=1)
+    feats = model.decoder_features(model.encode(x.flatten(0, 1)))
+    i_s = schedule.IndexSampler().sample(2 * b).view(b, 2)
+    i_t = schedule.teacher_index(i_s, delta)
+    s_s, s_t = schedule.sigma_from_index(i_s), schedule.sigma_from_index(i_t)
+    noise = torch.randn_like(x)
+    e = (..., None, None, None)
+    student = model.denoise(x + s_s[e] * noise, s_s, feats)
+    with torch.no_grad():
+        teacher = model.denoise(x + s_t[e] * noise, s_t, [f.detach() for f in feats])
+    return (schedule.consistency_weight(s_s, s_t, "paper") * pseudo_huber(student, teacher)).sum(1).mean()
+
+
+@pytest.mark.parametrize("context", ["sampled", "unrolled"])
+def test_recon_weight_zero_is_the_paper_loss(context):
+    """All reconstruction weights 0 = exactly the paper's single loss, whatever the other recon fields."""
+    model, spec = tiny_model_and_spec()
+    torch.manual_seed(1)
+    ref = paper_single_loss(model, spec, delta=0.1)
+    torch.manual_seed(1)
+    loss, stats = ConsistencyLoss(model, recon_weight=0.0, recon_fraction=0.5, recon_context=context,
+                                  recon_sigma_cond=0.3)(spec, delta=0.1)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
+    assert "recon" not in stats
+
+
+def module_grads(model: Music2Latent2, loss: torch.Tensor) -> dict[str, float]:
+    model.zero_grad()
+    loss.backward()
+    return {m: sum(float(p.grad.abs().sum()) for p in getattr(model, m).parameters() if p.grad is not None)
+            for m in ("encoder", "decoder", "cm")}
+
+
+def test_first_step_term_sampled_context():
+    """(a) with the left chunk as the consistency term draws it: for the first rows the right chunk's
+    pseudo-Huber term is replaced by weight x stft_loss of the pair's waveform, which trains all modules."""
+    model, spec = tiny_model_and_spec()
+    plain, _ = seeded_loss(model, spec)
+    with_rec, stats = seeded_loss(model, spec, recon_weight=2.0, recon_fraction=0.5)
+    assert stats["recon"] > 0
+    assert float(with_rec) != pytest.approx(float(plain), rel=1e-3)
+    # the term is linear in its weight (same draw: the consistency part is unchanged)
+    with_rec4, _ = seeded_loss(model, spec, recon_weight=4.0, recon_fraction=0.5)
+    torch.testing.assert_close(with_rec4 - with_rec, 2.0 * torch.tensor(stats["recon"]) * 2 / 4, rtol=1e-3, atol=1e-3)
+    g = module_grads(model, with_rec)
+    assert all(v > 0 for v in g.values()), g
+
+
+def test_unrolled_terms_reach_the_modules_they_should():
+    """"unrolled": with every row reconstructing, the loss is only the recon (and emit) terms. The first
+    step of the left chunk runs without gradient, so the recon term at sigma_cond 0 (left = that first
+    step, exactly) still trains encoder, decoder and CM through the right chunk; the emitted step only
+    exists for sigma_cond > 0 and trains them too."""
+    model, spec = tiny_model_and_spec()
+    rec, stats = seeded_loss(model, spec, recon_weight=1.0, recon_fraction=1.0, recon_context="unrolled")
+    torch.testing.assert_close(rec, torch.tensor(stats["recon"]), rtol=1e-4, atol=1e-4)
+    assert all(v > 0 for v in module_grads(model, rec).values())
+    emit_only, stats = seeded_loss(model, spec, recon_weight=0.0, emit_weight=1.0, recon_fraction=1.0,
+                                   recon_context="unrolled", recon_sigma_cond=0.4)
+    torch.testing.assert_close(emit_only, torch.tensor(stats["emit"]), rtol=1e-4, atol=1e-4)
+    assert all(v > 0 for v in module_grads(model, emit_only).values())
+    with pytest.raises(ValueError, match="unrolled"):
+        ConsistencyLoss(model, emit_weight=1.0, recon_context="sampled")
+    with pytest.raises(ValueError, match="recon_context"):
+        ConsistencyLoss(model, recon_weight=1.0, recon_context="teacher")
+
+
+def test_first_step_term_lowers_the_one_step_decode_error(tmp_path):
+    """A few steps on one fixed batch with only the first-step term: its stft loss falls (the gradient
+    points the right way through spec_to_wave and the pair)."""
+    model, spec = tiny_model_and_spec()
+    spec = spec * 0.2
+    loss_fn = ConsistencyLoss(model, recon_weight=1.0, recon_fraction=1.0, recon_context="unrolled")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for i in range(12):
+        torch.manual_seed(i)
+        loss, stats = loss_fn(spec, delta=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(stats["recon"])
+    assert np.mean(history[-3:]) < 0.9 * np.mean(history[:3]), history

@@ -1,0 +1,76 @@
+"""Loss terms of training, apart from the loop that combines them (m2lcodec/train.py).
+
+- `pseudo_huber`: the consistency distance of the paper, per chunk.
+- `envelope_error`: the decoder's anti-collapse term (docs/training.md, "Decoder collapse").
+- `stft_loss`: multi-resolution STFT loss on waveforms (log-magnitude L1 + spectral convergence), the
+  reconstruction term of the codec's own decode steps (docs/training.md, "Reconstruction terms").
+- `unrolled_pair`: the codec's two-step decode of two consecutive chunks, written once so that training
+  can run exactly what `Codec` runs (tests/test_losses.py checks the two agree).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from m2lcodec import schedule
+from m2lcodec.model import Music2Latent2
+from m2lcodec.spectral import envelope
+
+HUBER_C = 0.00054 * math.sqrt(2 * 1024 * 64)  # ~0.1955, d = elements per chunk
+STFT_SIZES = (2048, 1024, 512, 256)
+LOG_EPS = 1e-5
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per chunk: sqrt(||a - b||^2 + c^2) - c over all elements of a chunk; a, b (B, n, 2, F, T) -> (B, n)."""
+    sq = (a.float() - b.float()).pow(2).flatten(2).sum(-1)
+    return torch.sqrt(sq + HUBER_C**2) - HUBER_C
+
+
+def envelope_error(feats: list[torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
+    """Per chunk: L2 distance between channel 0 of the decoder's finest features and the chunk's magnitude
+    envelope on that grid; feats for N chunks, chunks (N, 2, F, T) -> (N,)."""
+    pred = feats[0][:, 0].float()
+    return (pred - envelope(chunks, tuple(pred.shape[-2:]))).pow(2).flatten(1).sum(-1).sqrt()
+
+
+def stft_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = STFT_SIZES) -> torch.Tensor:
+    """Multi-resolution STFT loss per example: est, ref (B, N) waveforms -> (B,).
+
+    Mean over FFT sizes n (Hann, hop n/4) of mean |log(|S_est| + eps) - log(|S_ref| + eps)| plus the
+    spectral convergence ||S_ref| - |S_est||_F / ||S_ref||_F. Always float32 (no bf16 FFT on CPU).
+    A few lines of torch.stft rather than auraloss: same definition, no extra dependency, and
+    measured no slower here (docs/training.md)."""
+    est, ref = est.float(), ref.float()
+    total = est.new_zeros(est.shape[0])
+    with torch.autocast(est.device.type, enabled=False):
+        for n in sizes:
+            win = torch.hann_window(n, device=est.device)
+            s_est = torch.stft(est, n, n // 4, window=win, return_complex=True).abs()
+            s_ref = torch.stft(ref, n, n // 4, window=win, return_complex=True).abs()
+            log_l1 = (torch.log(s_est + LOG_EPS) - torch.log(s_ref + LOG_EPS)).abs().flatten(1).mean(1)
+            conv = (s_ref - s_est).flatten(1).norm(dim=1) / s_ref.flatten(1).norm(dim=1).clamp_min(1e-8)
+            total = total + log_l1 + conv
+    return total / len(sizes)
+
+
+def unrolled_pair(model: Music2Latent2, feats: list[torch.Tensor], sigma_cond: float,
+                  noise_left: torch.Tensor, noise_renoise: torch.Tensor, noise_right: torch.Tensor,
+                  grad_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codec's decode of two consecutive chunks, as `Codec` runs it.
+
+    feats: decoder features of the 2B chunks ordered (pair, chunk); noises (B, 2, F, T) standard normal.
+    Step 1: the left chunk alone from sigma_max (no gradient unless `grad_first`). Step 2: the pair
+    (left estimate re-noised to sigma_cond, right chunk from sigma_max) in one evaluation. Returns
+    (left's emitted second step, right's first step), each (B, 2, F, T)."""
+    b = noise_left.shape[0]
+    left_feats = [f.view(b, 2, *f.shape[1:])[:, 0] for f in feats]
+    sig_max = torch.full((b, 1), schedule.SIGMA_MAX, device=noise_left.device)
+    with torch.set_grad_enabled(grad_first and torch.is_grad_enabled()):
+        first = model.denoise((noise_left * schedule.SIGMA_MAX)[:, None], sig_max, left_feats)[:, 0]
+    context, s_cond = schedule.renoise(first, sigma_cond, noise_renoise)
+    sig_pair = torch.tensor([s_cond, schedule.SIGMA_MAX], device=noise_left.device).expand(b, 2)
+    out = model.denoise(torch.stack([context, noise_right * schedule.SIGMA_MAX], dim=1), sig_pair, feats)
+    return out[:, 0], out[:, 1]

@@ -1,0 +1,65 @@
+"""Loss terms (m2lcodec.losses): the multi-resolution STFT loss, and the unrolled pair against the codec."""
+
+import numpy as np
+import pytest
+import torch
+
+from m2lcodec import schedule
+from m2lcodec.codec import chunk_noise
+from m2lcodec.losses import stft_loss, unrolled_pair
+
+
+def test_stft_loss_zero_for_identical_and_grows_with_error():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(2, 8192, generator=g) * 0.1
+    assert torch.allclose(stft_loss(ref, ref), torch.zeros(2), atol=1e-6)
+    small = stft_loss(ref + 0.001 * torch.randn(2, 8192, generator=g), ref)
+    large = stft_loss(ref + 0.05 * torch.randn(2, 8192, generator=g), ref)
+    assert (small > 0).all() and (large > 2 * small).all()
+    # magnitude-only: a sign flip (phase change by pi everywhere) costs nothing
+    assert torch.allclose(stft_loss(-ref, ref), torch.zeros(2), atol=1e-5)
+    # per example: the second example's error does not leak into the first
+    est = ref.clone()
+    est[1] += 0.05
+    out = stft_loss(est, ref)
+    assert out[0] < 1e-6 < out[1]
+
+
+def test_stft_loss_bf16_input_runs_in_float32():
+    ref = torch.randn(1, 4096) * 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = stft_loss(ref.bfloat16(), ref)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("sigma_cond", [0.0, 0.4])
+def test_unrolled_pair_matches_the_codec(codec, sigma_cond):
+    """Training's unrolled pair is what Codec runs for two chunks: the left output is the codec's emitted
+    chunk 0, and at sigma_cond 0 (second step = identity) the right output is its chunk 1."""
+    model = codec.model
+    torch.manual_seed(0)
+    spec = torch.randn(1, 2, 2, 1024, 64) * 0.2
+    with torch.no_grad():
+        latents = model.encode(spec.flatten(0, 1)).view(1, 2, 8, 64)
+    fp32 = type(codec)(model, codec.info, precision="fp32")
+    steps = dict(fp32._chunk_steps(latents.numpy(), seed=5, sigma_cond=sigma_cond, start=0))
+    shape = (1, 1, 2, 1024, 64)
+    noises = [chunk_noise(5, 0, 0, shape)[:, 0], chunk_noise(5, 0, 1, shape)[:, 0], chunk_noise(5, 1, 0, shape)[:, 0]]
+    with torch.no_grad():
+        left, right = unrolled_pair(model, model.decoder_features(latents[0]), sigma_cond, *noises)
+    torch.testing.assert_close(left, steps[0], rtol=1e-4, atol=1e-4)
+    if sigma_cond == 0.0:
+        torch.testing.assert_close(right, steps[1], rtol=1e-4, atol=1e-4)
+    else:  # the codec refines chunk 1 once more; the pair's right output is its first step only
+        assert not torch.allclose(right, steps[1], atol=1e-3)
+
+
+def test_renoise_zero_is_exact_identity_of_the_second_step(codec):
+    """sigma_cond 0: no noise added, evaluated at SIGMA_MIN where c_out = 0: f returns its input."""
+    x = torch.randn(1, 2, 1024, 64)
+    ctx, level = schedule.renoise(x, 0.0, torch.randn_like(x))
+    assert level == schedule.SIGMA_MIN and torch.equal(ctx, x)
+    with torch.no_grad():
+        feats = codec.model.decoder_features(torch.zeros(1, 8, 64))
+        out = codec.model.denoise(ctx[:, None], torch.full((1, 1), level), feats)
+    assert torch.equal(out[:, 0], x)
