@@ -19,7 +19,14 @@ Metrics (mono mix):
 * flux ratio: log-magnitude STFT (Hann 1024, hop 256), flux = mean over bins of |difference between
   consecutive frames|; mean flux of the frame pairs that touch a seam / mean flux of all others;
 * level-jump ratio: |dB difference| of the RMS of the 10 ms window ending at b and the 10 ms window
-  starting at b + overlap, averaged over seams / the same at seeded random non-seam positions.
+  starting at b + overlap, averaged over seams / the same at seeded random non-seam positions;
+* periodic level error (decodes only): the level above 4 kHz per short frame (Hann 1024, hop 256), decode
+  minus original in dB, folded at the 32768-sample chunk period into 32 phase bins and averaged per bin;
+  its std across the bins (dB). A decode with no chunk grid (Opus) has no structure over that period; a
+  chunk-periodic pattern (say, high-frequency energy at each chunk's start that fades) raises it.
+
+Signals also include `opus-12k` (ffmpeg libopus, when available: `--no-opus` to skip), the reference for
+the periodic level error of a codec without a chunk grid.
 
     python bench/seams.py --clips /root/bench-clips --out /root/seams [--model W.safetensors] [--count 10]
 
@@ -46,7 +53,9 @@ from m2lcodec.audio import read_audio, resample
 from m2lcodec.bench import find_clips
 from m2lcodec.codec import chunk_noise, fit_length, model_length
 
-SIGNALS = ("original", "ar", "alone")
+SIGNALS = ("original", "ar", "alone", "opus-12k")
+PERIODIC_CUTOFF_HZ = 4000.0
+PERIODIC_BINS = 32
 FLUX_N_FFT = 1024
 FLUX_HOP = 256
 LEVEL_WINDOW_S = 0.010
@@ -148,6 +157,33 @@ def level_jump_ratio(audio: np.ndarray, sample_rate: int, boundaries: Sequence[i
     return float(at.mean() / ref.mean())
 
 
+def periodic_level_error(decoded: np.ndarray, original: np.ndarray, sample_rate: int,
+                         cutoff_hz: float = PERIODIC_CUTOFF_HZ, bins: int = PERIODIC_BINS,
+                         n_fft: int = FLUX_N_FFT, hop: int = FLUX_HOP) -> tuple[float, np.ndarray]:
+    """(std over phase bins of the mean dB level error above `cutoff_hz`, the per-bin means).
+
+    Per frame: 10 log10 of the energy in the bins above the cutoff, decode minus original; frames where
+    the original is more than 60 dB below its loudest such frame are left out. A frame's phase is its
+    centre's position in the chunk grid of the output, ((centre + PAD_LEFT) mod 32768) / 32768."""
+    x, y = _mono(original), _mono(decoded)
+    n = min(x.shape[0], y.shape[0])
+    win = np.hanning(n_fft + 1)[:-1]
+
+    def level_db(a: np.ndarray) -> np.ndarray:
+        frames = np.lib.stride_tricks.sliding_window_view(a[:n], n_fft)[::hop]
+        spec = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2
+        high = np.fft.rfftfreq(n_fft, 1 / sample_rate) >= cutoff_hz
+        return 10 * np.log10(spec[:, high].sum(1) + 1e-12)
+
+    ref, dec = level_db(x), level_db(y)
+    keep = ref > ref.max() - 60
+    centre = np.arange(ref.shape[0]) * hop + n_fft // 2
+    phase = ((centre + spectral.PAD_LEFT) % spectral.CHUNK_SAMPLES) * bins // spectral.CHUNK_SAMPLES
+    per_bin = np.array([np.mean((dec - ref)[keep & (phase == k)]) if (keep & (phase == k)).any() else np.nan
+                        for k in range(bins)])
+    return float(np.nanstd(per_bin)), per_bin
+
+
 @torch.inference_mode()
 def decode_chunks_alone(codec: Any, latents: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
     """Latents (C, T, K, D) -> (C, num_samples) float32 at 44.1 kHz, every chunk decoded on its own in one
@@ -171,13 +207,19 @@ def decode_chunks_alone(codec: Any, latents: np.ndarray, num_samples: int, seed:
     return wave.cpu().numpy().astype(np.float32)
 
 
-def clip_signals(codec: Any, audio: np.ndarray, sample_rate: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """{"original", "ar", "alone"}: the clip at the model rate and its two decodes, all (C, n)."""
+def clip_signals(codec: Any, audio: np.ndarray, sample_rate: int, seed: int = 0,
+                 opus: bool = True) -> dict[str, np.ndarray]:
+    """{"original", "ar", "alone"[, "opus-12k"]}: the clip at the model rate and its decodes, all (C, n)."""
     sr = codec.sample_rate
     x = fit_length(resample(np.asarray(audio, np.float32), sample_rate, sr), model_length(audio.shape[1], sample_rate))
     latents = codec.encode(x, sr)
-    return {"original": x, "ar": codec.decode(latents, x.shape[1], sr, seed=seed),
-            "alone": decode_chunks_alone(codec, latents, x.shape[1], seed)}
+    out = {"original": x, "ar": codec.decode(latents, x.shape[1], sr, seed=seed),
+           "alone": decode_chunks_alone(codec, latents, x.shape[1], seed)}
+    if opus:
+        from m2lcodec.baselines import get_baseline, run_baseline
+
+        out["opus-12k"] = run_baseline(get_baseline("opus-12k"), x, sr).audio
+    return out
 
 
 def _clean(x: float) -> float | None:
@@ -204,8 +246,9 @@ def seam_metrics(audio: np.ndarray, sample_rate: int, overlap: int = spectral.PA
 
 def run_seams(codec: Any, clips: Sequence[Path], mono: bool = True, seed: int = 0,
               overlap: int = spectral.PAD_LEFT, root: Path | None = None,
-              log: Callable[[str], None] | None = None) -> dict:
-    """Seam metrics of the original, AR decode and chunk-alone decode of every clip, plus their means."""
+              log: Callable[[str], None] | None = None, opus: bool = True) -> dict:
+    """Seam metrics of the original, AR decode, chunk-alone decode (and Opus 12k) of every clip, plus
+    their means; decodes also get the periodic level error against the original."""
     log = log or (lambda msg: None)
     per_clip: dict[str, dict[str, dict]] = {}
     for i, path in enumerate(clips):
@@ -214,15 +257,18 @@ def run_seams(codec: Any, clips: Sequence[Path], mono: bool = True, seed: int = 
         if mono:
             audio = audio.mean(axis=0, keepdims=True)
         t0 = time.perf_counter()
-        signals = clip_signals(codec, audio, sr, seed)
+        signals = clip_signals(codec, audio, sr, seed, opus)
         per_clip[name] = {k: seam_metrics(v, codec.sample_rate, overlap, seed) for k, v in signals.items()}
+        for k, v in signals.items():
+            per_clip[name][k]["periodic_level_std_db"] = None if k == "original" else \
+                _clean(periodic_level_error(v, signals["original"], codec.sample_rate)[0])
         log(f"[{i + 1}/{len(clips)}] {name}: " + ", ".join(
             f"{k} flux {_fmt(m['flux_ratio'])} jump {_fmt(m['level_jump_ratio'])}" for k, m in per_clip[name].items())
             + f" ({time.perf_counter() - t0:.1f} s)")
     mean = {}
-    for s in SIGNALS:
+    for s in [s for s in SIGNALS if all(s in c for c in per_clip.values())]:
         mean[s] = {}
-        for key in ("flux_ratio", "level_jump_ratio"):
+        for key in ("flux_ratio", "level_jump_ratio", "periodic_level_std_db"):
             vals = [c[s][key] for c in per_clip.values() if c[s][key] is not None]
             mean[s][key] = float(np.mean(vals)) if vals else None
     return {"clips": list(per_clip), "mean": mean, "per_clip": per_clip}
@@ -233,11 +279,12 @@ def _fmt(x: float | None) -> str:
 
 
 def print_table(result: dict) -> None:
-    labels = {"original": "original", "ar": "AR decode", "alone": "chunk alone"}
-    print(f"{'signal':<12} {'flux ratio':>10} {'level-jump ratio':>16}   (mean over {len(result['clips'])} clips)")
-    for s in SIGNALS:
-        m = result["mean"][s]
-        print(f"{labels[s]:<12} {_fmt(m['flux_ratio']):>10} {_fmt(m['level_jump_ratio']):>16}")
+    labels = {"original": "original", "ar": "AR decode", "alone": "chunk alone", "opus-12k": "Opus 12k"}
+    print(f"{'signal':<12} {'flux ratio':>10} {'level-jump ratio':>16} {'periodic dB':>11}"
+          f"   (mean over {len(result['clips'])} clips)")
+    for s, m in result["mean"].items():
+        print(f"{labels[s]:<12} {_fmt(m['flux_ratio']):>10} {_fmt(m['level_jump_ratio']):>16} "
+              f"{_fmt(m['periodic_level_std_db']):>11}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -250,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="decoding noise and random-position seed")
     ap.add_argument("--overlap", type=int, default=spectral.PAD_LEFT,
                     help="seam width in samples after each boundary (default 1536, the overlap-add crossfade)")
+    ap.add_argument("--opus", action=argparse.BooleanOptionalAction, default=True,
+                    help="add Opus 12 kbps as a signal without a chunk grid (needs ffmpeg with libopus)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", required=True, help="output folder for seams.json")
     args = ap.parse_args(argv)
@@ -262,8 +311,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f"model {codec.info.name} ({codec.info.hash}); {len(clips)} clips", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
+    if args.opus:
+        from m2lcodec.baselines import available_encoders
+
+        if "libopus" not in available_encoders():
+            sys.exit("error: no ffmpeg with libopus for the opus-12k reference (install ffmpeg, or pass --no-opus)")
     result = run_seams(codec, clips, mono=args.mono, seed=args.seed, overlap=args.overlap, root=Path(args.clips),
-                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True), opus=args.opus)
     report = {"args": vars(args), "model": {"name": codec.info.name, "hash": codec.info.hash},
               "geometry": {"sample_rate": codec.sample_rate, "chunk_samples": spectral.CHUNK_SAMPLES,
                            "pad_left": spectral.PAD_LEFT, "overlap": args.overlap,

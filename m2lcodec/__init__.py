@@ -1,6 +1,6 @@
 """m2lcodec: a neural audio codec for music (Music2Latent2: summary embeddings + consistency decoding)."""
 
-__version__ = "0.1.0"
+from m2lcodec.version import __version__
 
 
 def load_codec(model=None, device: str = "auto", **kwargs):

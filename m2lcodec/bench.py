@@ -7,7 +7,7 @@ real bitrate, speed and memory, computes one FAD per codec with the offline mel-
 and writes ``results.json``, ``report.md`` and ``quality_vs_bitrate.png`` to the report folder. What
 every number means is in docs/bench.md.
 
-    from m2lcodec import load_codec
+    from m2lcodec.codec import load_codec
     from m2lcodec.bench import run_bench
     results = run_bench("clips/", "report/", load_codec(), quants=("int8",), baselines=("opus-12k",))
 """
@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from m2lcodec import __version__
 from m2lcodec import baselines as bl
 from m2lcodec import metrics
 from m2lcodec.atomic import atomic_output
 from m2lcodec.audio import audio_info, read_audio, write_audio
+from m2lcodec.version import __version__
 
 __all__ = [
     "AUDIO_SUFFIXES",

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from m2lcodec import __version__, schedule, spectral
+from m2lcodec import schedule, spectral
 from m2lcodec.audio import AudioError, AudioWriter, StreamResampler, read_audio, resample
 from m2lcodec.container import DEFAULT_FRAME_CHUNKS, Header, Reader, default_quant_params, pack, write_file
 from m2lcodec.model import Music2Latent2, select_features
+from m2lcodec.version import __version__
 from m2lcodec.weights import ModelInfo, load_model
 
 DEFAULT_SIGMA_COND = 0.4  # best in the paper's sweep (Fig. 3); a model file may carry its own

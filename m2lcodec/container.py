@@ -57,7 +57,7 @@ FORMAT_MINOR = 0
 QUANTS = ("fp16", "int8")
 INT8_SCALE = 127
 DEFAULT_FRAME_CHUNKS = 16  # ~11.9 s of audio per frame at 44.1 kHz (18 bytes overhead each)
-ZSTD_LEVEL = 9  # encoder choice only; levels 3..19 compress latents equally (bench/quant_study.py)
+ZSTD_LEVEL = 9  # encoder choice only; levels 3..19 compress latents equally (bench/studies/quant_study.py)
 
 # Sanity limits: a file declaring more than this is rejected before anything is allocated.
 MAX_HEADER_BYTES = 64 * 1024

@@ -88,7 +88,7 @@ class StepSchedule:
     start: float = 1.0
     anneal_fraction: float = 0.6
     floor: float = 0.001
-    hold_fraction: float = 0.3  # bench/toy_study.py: annealing before the denoiser works loses everything
+    hold_fraction: float = 0.3  # bench/studies/toy_study.py: annealing before the denoiser works loses everything
 
     def paper(self, step: int, total: int) -> float:
         return max(0.1 ** (1 + 2 * step / max(total, 1)), self.floor)

@@ -159,15 +159,44 @@ def test_seams_run(codec, clips_dir: Path, tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(m2lcodec, "load_codec", lambda *a, **k: codec)
     out = tmp_path / "seams"
-    seams.main(["--clips", str(clips_dir), "--out", str(out), "--count", "2"])
+    seams.main(["--clips", str(clips_dir), "--out", str(out), "--count", "2", "--no-opus"])
     report = json.loads((out / "seams.json").read_text())
     assert report["clips"] == ["a.wav", "b.wav"] and report["model"]["hash"] == codec.info.hash
     assert set(report["mean"]) == {"original", "ar", "alone"}
+    assert report["mean"]["original"]["periodic_level_std_db"] is None  # decode minus itself: not a decode
+    assert report["mean"]["ar"]["periodic_level_std_db"] is not None
     for clip in report["per_clip"].values():
         for m in clip.values():
             assert m["seams"] == 2 and m["flux_ratio"] is not None and m["level_jump_ratio"] is not None
     # the original's ratios are the reference for a stationary signal
     assert 0.8 < report["mean"]["original"]["flux_ratio"] < 1.25
+
+
+def test_periodic_level_error() -> None:
+    """A constant level error has no structure over the chunk period; high-frequency energy that is loud at
+    each chunk's start and fades across the chunk (a seam pattern) does."""
+    rng = np.random.default_rng(0)
+    n = 10 * SR
+    x = (0.1 * rng.standard_normal(n)).astype(np.float32)  # broadband: energy above 4 kHz everywhere
+    flat, _ = seams.periodic_level_error(0.5 * x, x, SR)
+    assert flat < 0.05, flat
+    pos = (np.arange(n) + 1536) % 32768 / 32768  # position in the chunk grid of the output
+    high = x - np.convolve(x, np.ones(8) / 8, mode="same")  # mostly above 4 kHz
+    y = x + high * (3.0 * (1 - pos))  # +HF at each chunk start, fading across the chunk
+    periodic, per_bin = seams.periodic_level_error(y, x, SR)
+    assert periodic > 1.0 and per_bin.shape == (32,), periodic
+    assert per_bin[0] > per_bin[-1] + 2  # louder at the start of the period than at its end
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffmpeg"), reason="no ffmpeg for the Opus reference")
+def test_seams_run_with_opus_reference(codec, clips_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import m2lcodec
+
+    monkeypatch.setattr(m2lcodec, "load_codec", lambda *a, **k: codec)
+    seams.main(["--clips", str(clips_dir), "--out", str(tmp_path), "--count", "1"])
+    report = json.loads((tmp_path / "seams.json").read_text())
+    assert set(report["mean"]) == {"original", "ar", "alone", "opus-12k"}
+    assert report["mean"]["opus-12k"]["periodic_level_std_db"] is not None
 
 
 def test_chunks_alone_decode(codec) -> None:

@@ -5,7 +5,7 @@ denoising phase) and one consistency-model pair evaluation for 2 channels (bf16,
 mode) plus the decoder's features, and from those an estimate of the model time of a 60 s stereo decode
 (82 pair steps). Random weights: speed does not depend on them. Run it with nothing else on the machine.
 
-    python bench/arch_speed.py
+    python bench/studies/arch_speed.py
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ with fresh noise every step, so the only way below the batch mean is through the
 error, the swap ratio (error with latents rolled across the batch / error with the true ones) and the
 latents' spread across the batch every 20 steps. `--hinge W` adds the latent variance hinge (floor 0.3).
 
-    python bench/latent_use.py --val-data ~/m2l-corpus/val.txt --preset small --steps 100 --sigma 10 [--hinge 1.0]
+    python bench/studies/latent_use.py --val-data ~/m2l-corpus/val.txt --preset small --steps 100 --sigma 10 [--hinge 1.0]
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The toy: 8 two-chunk crops that differ only in which 128-bin band holds their en
 through the noise at sigma_max, so a decode that beats silence must read the latents. `tiny`, the real
 loss (clamped weighting, latent hinge, noise levels centred at sigma ~ 20), Adam 1e-3.
 
-    python bench/toy_study.py schedule --steps 360       # plain denoising vs ECT (with/without hold) vs paper
-    python bench/toy_study.py latent-noise --steps 240   # training with int8-step latent noise or without
+    python bench/studies/toy_study.py schedule --steps 360       # plain denoising vs ECT (with/without hold) vs paper
+    python bench/studies/toy_study.py latent-noise --steps 240   # training with int8-step latent noise or without
 
 `schedule` prints, every 60 steps, the one-step reconstruction error from sigma_max relative to silence,
 the swap ratio and the mel distance. `latent-noise` prints how much worse the decode gets with int8
@@ -25,7 +25,7 @@ from m2lcodec import schedule
 from m2lcodec.model import Music2Latent2, get_config
 from m2lcodec.train import ConsistencyLoss, validate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from test_train import band_crops  # noqa: E402  (the toy lives with the test that uses it)
 
 INT8_STEP = 2 / 254

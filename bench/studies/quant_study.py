@@ -7,7 +7,7 @@ in bits per chunk per channel (K*D = 512 values), including the 8-byte frame
 prefix and any side information. fp16 (plain and byte-shuffled) is listed for
 reference.
 
-    .venv/bin/python bench/quant_study.py            # ~2 s, seeded
+    .venv/bin/python bench/studies/quant_study.py            # ~2 s, seeded
 """
 
 from __future__ import annotations
