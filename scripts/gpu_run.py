@@ -1,0 +1,205 @@
+"""Continue a CPU training run on a borrowed GPU for a fixed number of minutes, and bring it back.
+
+A lease is short (15 minutes of device time, start-up included), what travels is at most 64 MiB and
+what comes back at most 8 files of 16 MiB. So everything is prepared here and the GPU only trains:
+
+    # 1. here (CPU): weights of the run + a corpus subset + the wheels a bare GPU image lacks -> .gpu/
+    python scripts/gpu_run.py pack --checkpoint /root/runs/v6/checkpoint.pt --train-list ~/m2l-corpus/train.txt \\
+        --audio-mb 20 --wheels /root/gpu-wheels --out .gpu
+    # 2. on the GPU (device tool, carry [".gpu"]), one command:
+    #    python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl; \\
+    #    PYTHONPATH=/tmp/site:. python3 scripts/gpu_run.py train --pack .gpu --minutes 8 --batch-size 64 --out $OUT
+    # 3. here: the shards that came back -> a checkpoint the CPU run resumes from
+    python scripts/gpu_run.py unpack --shards /work/.device/... --checkpoint /root/runs/v6/checkpoint.pt
+
+The portable state is the model (fp32), the EMA (fp32 back, fp16 out: 64 MiB) and the step, in safetensors
+shards below 15 MiB, plus the run's configs as JSON. The optimiser state does not travel (it would double
+the size): each side starts RAdam afresh (its rectified warm-up is built in) and the step counter, the
+LR and the consistency-step schedules go on from the carried step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SHARD_BYTES = 15 * 2**20
+
+
+def save_shards(tensors: dict[str, torch.Tensor], meta: dict, out: Path, prefix: str) -> list[Path]:
+    """Safetensors files of at most SHARD_BYTES each (a tensor is never split); meta in every one."""
+    from safetensors.torch import save_file
+
+    shards, current, size = [], {}, 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if current and size + nbytes > SHARD_BYTES:
+            shards.append(current)
+            current, size = {}, 0
+        current[name], size = t.contiguous(), size + nbytes
+    shards.append(current)
+    paths = []
+    for i, shard in enumerate(shards):
+        path = out / f"{prefix}-{i:02d}.safetensors"
+        save_file(shard, str(path), metadata={"meta": json.dumps(meta)})
+        paths.append(path)
+    return paths
+
+
+def load_shards(folder: Path, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    tensors, meta = {}, None
+    paths = sorted(folder.glob(f"{prefix}-*.safetensors"))
+    if not paths:
+        sys.exit(f"error: no {prefix}-*.safetensors shards in {folder}")
+    for path in paths:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["meta"])
+            tensors.update({k: f.get_tensor(k) for k in f.keys()})
+    return tensors, meta
+
+
+def portable_state(model: dict, ema: dict, ema_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {**{f"model.{k}": v.float() for k, v in model.items()},
+            **{f"ema.{k}": v.to(ema_dtype) for k, v in ema.items()}}
+
+
+def split_state(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    model = {k[6:]: v.float() for k, v in tensors.items() if k.startswith("model.")}
+    ema = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
+    return model, ema
+
+
+def pick_audio(train_list: Path, out: Path, budget_mb: float, seconds: float, seed: int) -> list[Path]:
+    """Excerpts of `seconds` from randomly chosen training files, as Ogg Vorbis, until the budget is
+    spent: many short excerpts keep the subset as varied as the corpus."""
+    import numpy as np
+    import soundfile as sf
+
+    files = [Path(p) for p in train_list.read_text().split()]
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    written, total = [], 0
+    for i in rng.permutation(len(files)):
+        info = sf.info(str(files[i]))
+        if info.duration < seconds:
+            continue
+        start = int(rng.integers(0, int((info.duration - seconds) * info.samplerate)))
+        audio, sr = sf.read(str(files[i]), start=start, frames=int(seconds * info.samplerate), dtype="float32",
+                            always_2d=True)
+        path = out / f"{len(written):03d}.ogg"
+        sf.write(str(path), audio, sr, format="OGG", subtype="VORBIS")
+        total += path.stat().st_size
+        if total > budget_mb * 2**20:
+            path.unlink()
+            break
+        written.append(path)
+    return written
+
+
+def cmd_pack(args: argparse.Namespace) -> None:
+    from m2lcodec.train import load_checkpoint
+
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    state = load_checkpoint(Path(args.checkpoint))
+    meta = {"step": int(state["step"]), "model_config": state["model_config"], "train_config": state["train_config"]}
+    save_shards(portable_state(state["model"], state["ema"], torch.float16), meta, out, "state")
+    clips = pick_audio(Path(args.train_list), out / "audio", args.audio_mb, args.seconds, args.seed)
+    (out / "train.txt").write_text("".join(f"{p.relative_to(out)}\n" for p in clips))
+    if args.wheels:  # what the GPU image lacks (docs/training.md, "GPU"): soundfile + cffi, soxr, zstandard
+        shutil.copytree(args.wheels, out / "whl")
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"packed step {meta['step']}, {len(clips)} excerpts of {args.seconds:g} s, {size / 2**20:.1f} MiB in {out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from m2lcodec.model import ModelConfig
+    from m2lcodec.train import TrainConfig, Trainer
+
+    pack = Path(args.pack)
+    tensors, meta = load_shards(pack, "state")
+    model, ema = split_state(tensors)
+    files = [str(pack / line) for line in (pack / "train.txt").read_text().split()]
+    data = Path(args.work) / "train.txt"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text("\n".join(files) + "\n")
+    fields = {**meta["train_config"], "batch_size": args.batch_size, "num_workers": args.workers,
+              "val_every": 0, "log_every": 2, "cache_dir": str(Path(args.work) / "cache"), "init_weights": "",
+              "checkpoint_minutes": 1e9}
+    trainer = Trainer(TrainConfig.from_dict(fields), data, Path(args.work) / "run", device=args.device,
+                      model_config=ModelConfig.from_dict(meta["model_config"]))
+    trainer.model.load_state_dict(model)
+    trainer.ema.load_state_dict(ema)
+    trainer.step = start = int(meta["step"])
+    t0 = time.time()
+    trainer.fit(until=start + args.max_steps if args.max_steps else None, max_seconds=60 * args.minutes)
+    seconds = time.time() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    back = {**meta, "step": trainer.step, "gpu": {"from_step": start, "seconds": round(seconds, 1),
+                                                  "batch_size": args.batch_size, "device": str(trainer.device)}}
+    save_shards(portable_state(trainer.model.state_dict(), trainer.ema.state_dict(), torch.float32), back, out, "state")
+    if (trainer.run_dir / "log.jsonl").exists():
+        shutil.copy(trainer.run_dir / "log.jsonl", out / "log.jsonl")
+    print(f"trained {start} -> {trainer.step} in {seconds:.0f} s at batch {args.batch_size} on {trainer.device}")
+
+
+def cmd_unpack(args: argparse.Namespace) -> None:
+    from m2lcodec.model import ModelConfig
+    from m2lcodec.train import load_checkpoint, save_checkpoint
+
+    tensors, meta = load_shards(Path(args.shards), "state")
+    model, ema = split_state(tensors)
+    ckpt = Path(args.checkpoint)
+    old = load_checkpoint(ckpt) if ckpt.exists() else None
+    if old is not None and ModelConfig.from_dict(old["model_config"]) != ModelConfig.from_dict(meta["model_config"]):
+        sys.exit(f"error: the shards are of another model than {ckpt}")
+    if old is not None:
+        shutil.copy(ckpt, ckpt.with_suffix(".before-gpu.pt"))
+    opt = torch.optim.RAdam([torch.zeros(1)]).state_dict()  # fresh optimiser state: RAdam's own warm-up
+    opt["param_groups"] = (old["opt"]["param_groups"] if old is not None else opt["param_groups"])
+    opt["state"] = {}
+    save_checkpoint(ckpt, {"step": meta["step"], "model": model, "ema": ema, "opt": opt,
+                           "model_config": meta["model_config"], "train_config": meta["train_config"]})
+    print(f"{ckpt}: step {meta['step']} from the GPU ({meta.get('gpu')}); resume the run as usual")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack", help="CPU side: checkpoint + corpus subset -> a folder that travels")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--train-list", required=True)
+    p.add_argument("--audio-mb", type=float, default=20.0)
+    p.add_argument("--seconds", type=float, default=20.0, help="length of each excerpt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wheels", help="folder of wheels to carry (pip download ... for the GPU's Python)")
+    p.add_argument("--out", default=".gpu")
+    p = sub.add_parser("train", help="GPU side: train from the pack for --minutes, write shards to --out")
+    p.add_argument("--pack", default=".gpu")
+    p.add_argument("--minutes", type=float, required=True)
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: only --minutes)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--work", default="/tmp/m2l-gpu")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("unpack", help="CPU side: shards back -> checkpoint.pt (the old one kept beside it)")
+    p.add_argument("--shards", required=True)
+    p.add_argument("--checkpoint", required=True)
+    args = ap.parse_args()
+    {"pack": cmd_pack, "train": cmd_train, "unpack": cmd_unpack}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""scripts/gpu_run.py on the CPU path: pack a run, train from the pack, unpack, resume (docs/training.md, "GPU")."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from m2lcodec.train import TrainConfig, Trainer, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_run.py"
+
+
+def run(*args: str) -> str:
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def test_pack_train_unpack_resume(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(3):
+        t = np.arange(44100 * 8) / 44100
+        x = 0.2 * np.sin(2 * np.pi * (220 + 40 * i) * t) + 0.01 * rng.standard_normal(t.size)
+        files.append(tmp_path / f"song{i}.wav")
+        sf.write(files[-1], x.astype(np.float32), 44100)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{f}\n" for f in files))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "dummy.whl").write_bytes(b"x")
+    cfg = TrainConfig(preset="tiny", steps=100, batch_size=2, warmup_steps=5, val_every=0, log_every=1, num_workers=0,
+                      recon_weight=1.0)
+    trainer = Trainer(cfg, listing, tmp_path / "run", device="cpu")
+    trainer.fit(until=2)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+
+    pack = tmp_path / "pack"
+    out = run("pack", "--checkpoint", str(ckpt), "--train-list", str(listing), "--audio-mb", "1", "--seconds", "3",
+              "--wheels", str(wheels), "--out", str(pack))
+    assert "packed step 2" in out
+    assert (pack / "whl" / "dummy.whl").exists() and len((pack / "train.txt").read_text().split()) >= 2
+    assert all(p.stat().st_size < 15 * 2**20 for p in pack.glob("state-*.safetensors"))
+
+    back = tmp_path / "back"
+    out = run("train", "--pack", str(pack), "--minutes", "5", "--max-steps", "3", "--batch-size", "2", "--workers", "0",
+              "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(back))
+    assert "trained 2 -> " in out
+    steps = [json.loads(line)["step"] for line in (back / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 5 and min(steps) > 2  # continued from the packed step 2
+
+    run("unpack", "--shards", str(back), "--checkpoint", str(ckpt))
+    state = load_checkpoint(ckpt)
+    assert state["step"] == steps[-1] and (tmp_path / "run" / "checkpoint.before-gpu.pt").exists()
+    assert state["train_config"]["recon_weight"] == 1.0  # the run's recipe travels and comes back
+    resumed = Trainer(cfg, listing, tmp_path / "run", device="cpu")
+    assert resumed.resume() and resumed.step == steps[-1]
+    # the model came back in fp32, exactly what the GPU side saved
+    from safetensors.torch import load_file
+
+    shard = {k: v for p in sorted(back.glob("state-*.safetensors")) for k, v in load_file(str(p)).items()}
+    name = next(k for k in resumed.model.state_dict() if k.endswith("weight"))
+    torch.testing.assert_close(resumed.model.state_dict()[name], shard[f"model.{name}"], rtol=0, atol=0)
+    resumed.fit(until=steps[-1] + 1)
+    assert resumed.step == steps[-1] + 1
