@@ -4,6 +4,7 @@
 - `envelope_error`: the decoder's anti-collapse term (docs/training.md, "Decoder collapse").
 - `stft_loss`: multi-resolution STFT loss on waveforms (log-magnitude L1 + spectral convergence), the
   reconstruction term of the codec's own decode steps (docs/training.md, "Reconstruction terms").
+- `mel_loss`: the multi-resolution log-mel L1 of `metrics.mel_distance`, differentiable (same filterbank).
 - `unrolled_pair`: the codec's two-step decode of two consecutive chunks, written once so that training
   can run exactly what `Codec` runs (tests/test_losses.py checks the two agree).
 """
@@ -15,6 +16,7 @@ import math
 import torch
 
 from m2lcodec import schedule
+from m2lcodec.metrics import mel_filterbank
 from m2lcodec.model import Music2Latent2
 from m2lcodec.spectral import envelope
 
@@ -53,6 +55,23 @@ def stft_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = STF
             log_l1 = (torch.log(s_est + LOG_EPS) - torch.log(s_ref + LOG_EPS)).abs().flatten(1).mean(1)
             conv = (s_ref - s_est).flatten(1).norm(dim=1) / s_ref.flatten(1).norm(dim=1).clamp_min(1e-8)
             total = total + log_l1 + conv
+    return total / len(sizes)
+
+
+def mel_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = (512, 1024, 2048), n_mels: int = 80,
+             floor: float = 1e-5, sample_rate: int = 44100) -> torch.Tensor:
+    """Per example (B, N) -> (B,): `metrics.mel_distance` in torch (centred Hann STFT, hop n/4, HTK
+    filterbank on magnitudes, log10, mean |difference|), with log10(mel + floor) instead of clamping at
+    the floor so that a band the estimate left silent still has a gradient."""
+    est, ref = est.float(), ref.float()
+    total = est.new_zeros(est.shape[0])
+    with torch.autocast(est.device.type, enabled=False):
+        for n in sizes:
+            bank = torch.tensor(mel_filterbank(sample_rate, n, n_mels), dtype=torch.float32, device=est.device)
+            win = torch.hann_window(n, device=est.device)
+            mels = [torch.log10(bank @ torch.stft(w, n, n // 4, window=win, return_complex=True, pad_mode="reflect")
+                                .abs() + floor) for w in (est, ref)]
+            total = total + (mels[0] - mels[1]).abs().flatten(1).mean(1)
     return total / len(sizes)
 
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from m2lcodec import schedule
 from m2lcodec.data import CropConfig, CropDataset, fixed_crops, list_audio
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config
-from m2lcodec.losses import envelope_error, pseudo_huber, stft_loss, unrolled_pair
+from m2lcodec.losses import envelope_error, mel_loss, pseudo_huber, stft_loss, unrolled_pair
 from m2lcodec.spectral import CHUNK_FRAMES, CHUNK_SAMPLES, envelope, spec_to_wave
 
 @dataclass
@@ -59,6 +59,7 @@ class TrainConfig:
     #                                 or "unrolled" (the codec's first estimate re-noised to recon_sigma_cond)
     recon_sigma_cond: float = 0.0  # (b) the decode's sigma_cond trained in "unrolled" pairs
     emit_weight: float = 0.0  # (b) stft_loss on the left's emitted second step of "unrolled" pairs
+    recon_mel_weight: float = 0.0  # (c) log-mel L1 (metrics.mel_distance in torch) added inside those terms
     init_weights: str = ""  # fine-tune: start model and EMA from this weights file (step 0, fresh optimiser)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
@@ -114,7 +115,7 @@ class ConsistencyLoss(nn.Module):
                  noise_log_std: float = 2.0, latent_std_floor: float = 0.0, latent_std_weight: float = 0.0,
                  weighting: str = "paper", envelope_weight: float = 0.0, recon_weight: float = 0.0,
                  recon_fraction: float = 0.5, recon_context: str = "sampled", recon_sigma_cond: float = 0.0,
-                 emit_weight: float = 0.0) -> None:
+                 emit_weight: float = 0.0, recon_mel_weight: float = 0.0) -> None:
         super().__init__()
         if weighting not in schedule.WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; expected one of {schedule.WEIGHTINGS}")
@@ -131,6 +132,13 @@ class ConsistencyLoss(nn.Module):
         self.recon_weight, self.recon_fraction = recon_weight, recon_fraction
         self.recon_context, self.recon_sigma_cond = recon_context, recon_sigma_cond
         self.emit_weight = emit_weight
+        self.recon_mel_weight = recon_mel_weight
+
+    @classmethod
+    def from_config(cls, model: Music2Latent2, cfg: "TrainConfig") -> "ConsistencyLoss":
+        return cls(model, cfg.latent_noise, cfg.noise_log_mean, cfg.noise_log_std, cfg.latent_std_floor,
+                   cfg.latent_std_weight, cfg.weighting, cfg.envelope_weight, cfg.recon_weight, cfg.recon_fraction,
+                   cfg.recon_context, cfg.recon_sigma_cond, cfg.emit_weight, cfg.recon_mel_weight)
 
     def recon_rows(self, b: int) -> int:
         """How many pairs of a batch of b train the decode steps (the first ones)."""
@@ -206,16 +214,19 @@ class ConsistencyLoss(nn.Module):
             stats["envelope_err"] = float(env.detach().mean())
         return loss, stats
 
-    @staticmethod
-    def recon_term(x: torch.Tensor, left: torch.Tensor, right: torch.Tensor, part: str = "right") -> torch.Tensor:
-        """stft_loss of a decoded pair against the true pair x (n, 2, 2, F, 64), per pair -> (n,).
-        The pair's outputs are inverted together, so the right part includes the seam's overlap-add;
-        "right" compares samples from CHUNK_SAMPLES on (the right chunk), "left" those before it."""
+    def recon_term(self, x: torch.Tensor, left: torch.Tensor, right: torch.Tensor, part: str = "right") -> torch.Tensor:
+        """stft_loss (+ recon_mel_weight x mel_loss) of a decoded pair against the true pair x
+        (n, 2, 2, F, 64), per pair -> (n,). The pair's outputs are inverted together, so the right part
+        includes the seam's overlap-add; "right" compares samples from CHUNK_SAMPLES on (the right
+        chunk), "left" those before it."""
         with torch.autocast(x.device.type, enabled=False):
             est = spec_to_wave(torch.cat([left, right], dim=-1).float())
             ref = spec_to_wave(torch.cat([x[:, 0], x[:, 1]], dim=-1).float())
         cut = slice(CHUNK_SAMPLES, None) if part == "right" else slice(None, CHUNK_SAMPLES)
-        return stft_loss(est[:, cut], ref[:, cut])
+        loss = stft_loss(est[:, cut], ref[:, cut])
+        if self.recon_mel_weight > 0:
+            loss = loss + self.recon_mel_weight * mel_loss(est[:, cut], ref[:, cut])
+        return loss
 
 
 @torch.no_grad()
@@ -373,10 +384,7 @@ class Trainer:
             self.model_config = model_config or get_config(cfg.preset)
             self.model = Music2Latent2(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        self.loss_fn = ConsistencyLoss(self.model, cfg.latent_noise, cfg.noise_log_mean, cfg.noise_log_std,
-                                       cfg.latent_std_floor, cfg.latent_std_weight, cfg.weighting,
-                                       cfg.envelope_weight, cfg.recon_weight, cfg.recon_fraction,
-                                       cfg.recon_context, cfg.recon_sigma_cond, cfg.emit_weight)
+        self.loss_fn = ConsistencyLoss.from_config(self.model, cfg)
         self.wrapped: nn.Module = self.loss_fn
         if self.world > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(

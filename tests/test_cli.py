@@ -438,3 +438,50 @@ def test_train_and_resume_keeps_an_old_runs_recipe(work):
     assert json.loads((run / "config.json").read_text())["envelope_weight"] == 0.0
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+# -- verify, --version, optional extras (issue 11) ----------------------------------------------------
+
+def test_verify_clean_damaged_and_json(work, good_m2l):
+    bad = work / "bad.m2l"
+    bad.write_bytes(_flip_payload_byte(good_m2l.read_bytes()))
+    r = cli("verify", good_m2l)
+    assert r.code == 0 and r.stdout.startswith("ok") and "frames" in r.stdout, r.all
+    r = cli("verify", good_m2l, bad)
+    assert r.code == 1 and len(r.stdout.strip().splitlines()) == 2, r.all
+    assert "DAMAGED" in r.stdout and "corrupt frame 0" in r.stdout and "bad.m2l" in r.stdout
+    shutil.copy(good_m2l, work / "out" / "good.m2l")
+    r = cli("verify", work / "out", "--json")
+    assert r.code == 0
+    records = json.loads(r.stdout)
+    assert [x["ok"] for x in records] == [True] and records[0]["path"].endswith("good.m2l")
+    r = cli("verify", work / "missing.m2l")
+    assert r.code == 1 and "DAMAGED" in r.stdout
+
+
+def test_verify_needs_no_torch(good_m2l):
+    """verify runs without importing torch (fast, and works where only the container's needs are met)."""
+    code = ("import sys; from m2lcodec.cli import app\n"
+            "try:\n    app(['verify', sys.argv[1]])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('torch' in sys.modules, code)")
+    res = subprocess.run([sys.executable, "-c", code, str(good_m2l)], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip().splitlines()[-1] == "False 0", res.stdout + res.stderr
+
+
+def test_version():
+    from m2lcodec.version import __version__
+
+    r = cli("--version")
+    assert r.code == 0 and r.stdout.strip() == f"m2lcodec {__version__}"
+
+
+def test_missing_optional_extra_names_it(tmp_path):
+    """Without the bench extra (scipy hidden), `bench` ends in one line that says what to install."""
+    code = ("import sys; sys.modules['scipy'] = None\nfrom m2lcodec.cli import app\n"
+            "app(['bench', sys.argv[1], '--out', sys.argv[2]])")
+    (tmp_path / "clips").mkdir()
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "clips"), str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install 'm2lcodec[bench]'" in lines[0] and "scipy" in lines[0], res.stderr

@@ -63,3 +63,19 @@ def test_renoise_zero_is_exact_identity_of_the_second_step(codec):
         feats = codec.model.decoder_features(torch.zeros(1, 8, 64))
         out = codec.model.denoise(ctx[:, None], torch.full((1, 1), level), feats)
     assert torch.equal(out[:, 0], x)
+
+
+def test_mel_loss_is_the_mel_distance_metric():
+    """mel_loss is metrics.mel_distance in torch (to within the smooth floor), and it has a gradient."""
+    from m2lcodec.losses import mel_loss
+    from m2lcodec.metrics import mel_distance
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(16384) / 44100
+    ref = (0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.05 * torch.randn(16384, generator=g))[None]
+    est = (0.5 * ref + 0.02 * torch.randn(16384, generator=g)).requires_grad_(True)
+    loss = mel_loss(est, ref)
+    assert float(loss) == pytest.approx(mel_distance(ref.numpy(), est.detach().numpy(), 44100), rel=0.02)
+    loss.sum().backward()
+    assert torch.isfinite(est.grad).all() and est.grad.abs().sum() > 0
+    assert float(mel_loss(ref, ref)) < 1e-6

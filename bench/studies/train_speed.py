@@ -25,9 +25,7 @@ def time_cell(preset: str, mode: str, threads: int, steps: int, warmup: int, bat
     torch.manual_seed(0)
     cfg = TrainConfig(recon_weight=recon)
     model = Music2Latent2(get_config(preset))
-    loss_fn = ConsistencyLoss(model, cfg.latent_noise, cfg.noise_log_mean, cfg.noise_log_std, cfg.latent_std_floor,
-                              cfg.latent_std_weight, cfg.weighting, cfg.envelope_weight, cfg.recon_weight,
-                              cfg.recon_fraction, cfg.recon_context, cfg.recon_sigma_cond, cfg.emit_weight)
+    loss_fn = ConsistencyLoss.from_config(model, cfg)
     step_fn = torch.compile(loss_fn) if mode == "compile" else loss_fn
     opt = torch.optim.RAdam(model.parameters(), lr=1e-4)
     spec = torch.randn(batch, 2, 1024, 128) * 0.3
