@@ -19,6 +19,7 @@ from pathlib import Path
 
 PANELS = (
     ("one-step reconstruction (MSE)", ("rec_mse", "zeros_mse")),
+    ("mel distance (lower is better)", ("rec_mel", "swap_mel", "pair_mel@0", "pair_mel@0.4")),
     ("swap ratio (> 1: output depends on latents)", ("swap_ratio", "denoise_swap_ratio@1", "denoise_swap_ratio@10")),
     ("denoising MSE", ("denoise_mse@0.1", "denoise_mse@1", "denoise_mse@10")),
     ("decoder (feature_spread ~0: decoder collapse)", ("feature_spread", "envelope_rel_err")),
