@@ -378,7 +378,7 @@ def train(preset: str = typer.Option("small", help="tiny, small or paper"),
     if init is not None:
         if resume:
             fail("--init starts a new run from a weights file; --resume continues one: choose one")
-        fields["init_weights"] = str(init)
+        fields["init_weights"] = str(init.resolve())  # a resume from another directory still finds it
     cfg = TrainConfig.from_dict(fields)
     if resume and not (run_dir / "checkpoint.pt").exists():
         fail(f"--resume: no checkpoint in {run_dir}")
