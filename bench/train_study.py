@@ -63,10 +63,7 @@ def train_variant(args: argparse.Namespace, name: str, overrides: dict) -> dict:
     run = Path(args.out) / name
     trainer = Trainer(cfg, args.data, run, device="cpu", model_config=model_config)
     if init is not None:
-        trainer.model.load_state_dict(init["model"])
-        trainer.ema.load_state_dict(init["ema"])
-        trainer.opt.load_state_dict(init["opt"])
-        trainer.step = int(init["step"])
+        trainer.load_state(init)
     start = trainer.step
     t0 = time.time()
     trainer.fit(max_seconds=60 * args.minutes)

@@ -157,7 +157,7 @@ class Codec:
         """Yields (chunk index, refined spectrogram (C, 2, 1024, 64)) for chunks start.. in order."""
         channels, total = latents.shape[:2]
         shape = (channels, 1, 2, spectral.FREQ_BINS, spectral.CHUNK_FRAMES)
-        s_cond = max(sigma_cond, schedule.SIGMA_MIN)  # the level schedule.renoise evaluates at
+        s_cond = schedule.cond_level(sigma_cond)
         sig_single = torch.full((channels, 1), schedule.SIGMA_MAX, device=self.device)
         sig_pair = torch.tensor([s_cond, schedule.SIGMA_MAX], device=self.device).expand(channels, 2)
         sig_last = torch.full((channels, 2), s_cond, device=self.device)

@@ -46,10 +46,16 @@ def noise_embedding_input(sigma: torch.Tensor) -> torch.Tensor:
     return torch.log(sigma) / 4.0
 
 
+def cond_level(sigma_cond: float) -> float:
+    """The noise level a re-noised estimate is evaluated at: sigma_cond, but at least SIGMA_MIN (where f is
+    exactly the identity)."""
+    return max(sigma_cond, SIGMA_MIN)
+
+
 def renoise(x: torch.Tensor, sigma_cond: float, noise: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The decode's re-noising of a first estimate: (x + sigma_cond * noise, the level to evaluate it at).
+    """The decode's re-noising of a first estimate: (x + sigma_cond * noise, cond_level(sigma_cond)).
     sigma_cond 0 adds no noise and evaluates at SIGMA_MIN, where f is exactly the identity."""
-    return x + sigma_cond * noise, max(sigma_cond, SIGMA_MIN)
+    return x + sigma_cond * noise, cond_level(sigma_cond)
 
 
 class IndexSampler:

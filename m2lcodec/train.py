@@ -411,11 +411,17 @@ class Trainer:
         state = load_checkpoint(self.ckpt_path)
         if ModelConfig.from_dict(state["model_config"]) != self.model_config:
             raise ValueError(f"{self.ckpt_path} was trained with a different model config")
+        self.load_state(state)
+        return True
+
+    def load_state(self, state: dict) -> None:
+        """Weights, EMA, step and (unless it is None: a state that travelled without it, e.g. from a GPU
+        lease) the optimiser's state, from a checkpoint dict."""
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
+        if state.get("opt") is not None:
+            self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
-        return True
 
     def save(self) -> None:
         if self.rank == 0:

@@ -138,9 +138,8 @@ def cmd_train(args: argparse.Namespace) -> None:
               "checkpoint_minutes": 1e9}
     trainer = Trainer(TrainConfig.from_dict(fields), data, Path(args.work) / "run", device=args.device,
                       model_config=ModelConfig.from_dict(meta["model_config"]))
-    trainer.model.load_state_dict(model)
-    trainer.ema.load_state_dict(ema)
-    trainer.step = start = int(meta["step"])
+    trainer.load_state({"model": model, "ema": ema, "step": meta["step"]})
+    start = trainer.step
     t0 = time.time()
     trainer.fit(until=start + args.max_steps if args.max_steps else None, max_seconds=60 * args.minutes)
     seconds = time.time() - t0
@@ -166,10 +165,8 @@ def cmd_unpack(args: argparse.Namespace) -> None:
         sys.exit(f"error: the shards are of another model than {ckpt}")
     if old is not None:
         shutil.copy(ckpt, ckpt.with_suffix(".before-gpu.pt"))
-    opt = torch.optim.RAdam([torch.zeros(1)]).state_dict()  # fresh optimiser state: RAdam's own warm-up
-    opt["param_groups"] = (old["opt"]["param_groups"] if old is not None else opt["param_groups"])
-    opt["state"] = {}
-    save_checkpoint(ckpt, {"step": meta["step"], "model": model, "ema": ema, "opt": opt,
+    # no optimiser state: the resumed run starts RAdam afresh (Trainer.load_state skips opt None)
+    save_checkpoint(ckpt, {"step": meta["step"], "model": model, "ema": ema, "opt": None,
                            "model_config": meta["model_config"], "train_config": meta["train_config"]})
     print(f"{ckpt}: step {meta['step']} from the GPU ({meta.get('gpu')}); resume the run as usual")
 
