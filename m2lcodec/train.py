@@ -60,6 +60,9 @@ class TrainConfig:
     recon_sigma_cond: float = 0.0  # (b) the decode's sigma_cond trained in "unrolled" pairs
     emit_weight: float = 0.0  # (b) stft_loss on the left's emitted second step of "unrolled" pairs
     recon_mel_weight: float = 0.0  # (c) log-mel L1 (metrics.mel_distance in torch) added inside those terms
+    grad_clip: float = 0.0  # clip the total gradient norm to this (0 = off, the paper's setting); a spike
+    #                         at lr 2e-4 collapsed small-v6 at step ~3430 (docs/training.md, "Stability")
+    best_metric: str = "pair_mel@0"  # validation metric (lower is better) whose best step is kept as best.pt
     init_weights: str = ""  # fine-tune: start model and EMA from this weights file (step 0, fresh optimiser)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
@@ -394,6 +397,7 @@ class Trainer:
         self.dtype = autocast_dtype(cfg.precision, self.device)
         self.step = 0
         self.ckpt_path = self.run_dir / "checkpoint.pt"
+        self.best_path = self.run_dir / "best.pt"  # the state at the best validation of `best_metric`
         self.cache = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
         self.files = list_audio(data)
         self.val_files = list_audio(val_data) if val_data else None
@@ -427,6 +431,20 @@ class Trainer:
         if self.rank == 0:
             save_checkpoint(self.ckpt_path, self.state())
 
+    def keep_if_best(self, metrics: dict) -> bool:
+        """Save the state as best.pt when `best_metric` beats every earlier validation of this run (the
+        best value so far travels inside best.pt), so a later collapse cannot lose the best model."""
+        value = metrics.get(self.cfg.best_metric)
+        if value is None or self.rank != 0 or not math.isfinite(value):
+            return False
+        if self.best_path.exists():
+            best = load_checkpoint(self.best_path).get("best", {})
+            if best.get("metric") == self.cfg.best_metric and best.get("value", math.inf) <= value:
+                return False
+        save_checkpoint(self.best_path, {**self.state(), "best": {"metric": self.cfg.best_metric,
+                                                                   "value": float(value), "step": self.step}})
+        return True
+
     def log(self, record: dict) -> None:
         if self.rank == 0:
             with open(self.run_dir / "log.jsonl", "a") as f:
@@ -455,6 +473,10 @@ class Trainer:
         grads = {name: torch.sqrt(sum(p.grad.float().pow(2).sum() for p in getattr(self.model, name).parameters()
                                       if p.grad is not None)) for name in ("encoder", "decoder", "cm")}
         grad_norm = float(torch.sqrt(sum(g**2 for g in grads.values())))
+        if cfg.grad_clip > 0 and grad_norm > cfg.grad_clip:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(cfg.grad_clip / grad_norm)
         self.opt.step()
         ema_update(self.ema, self.model, self.step, cfg.ema_decay)
         self.step += 1
@@ -469,6 +491,7 @@ class Trainer:
         metrics = validate(self.ema, self.val_crops, self.dtype)
         record = {"step": self.step, "kind": "val", **metrics}
         self.log(record)
+        self.keep_if_best(metrics)
         if self.step >= 200 and metrics["swap_ratio"] < 1.05:
             warnings.warn(f"step {self.step}: decoded output barely depends on the latents "
                           f"(swap ratio {metrics['swap_ratio']:.3f}): encoder collapse?")

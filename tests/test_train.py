@@ -420,3 +420,38 @@ def test_first_step_term_lowers_the_one_step_decode_error(tmp_path):
         opt.step()
         history.append(stats["recon"])
     assert np.mean(history[-3:]) < 0.9 * np.mean(history[:3]), history
+
+
+def test_grad_clip_bounds_the_update(music_dir, tmp_path):
+    """With grad_clip, the gradient the optimiser sees has at most that norm; the logged norm is the raw one."""
+    trainer = Trainer(tiny_cfg(grad_clip=1e-3), music_dir, tmp_path / "run", device="cpu")
+    spec = next(iter(trainer.loader()))
+    seen = []
+    step = trainer.opt.step
+
+    def spy(*a, **kw):
+        seen.append(float(torch.sqrt(sum(p.grad.float().pow(2).sum() for p in trainer.model.parameters()
+                                         if p.grad is not None))))
+        return step(*a, **kw)
+
+    trainer.opt.step = spy
+    record = trainer.train_step(spec)
+    assert record["grad_norm"] > 1e-2  # the raw norm is far above the clip ...
+    assert seen[0] == pytest.approx(1e-3, rel=1e-3)  # ... and the optimiser got the clipped one
+
+
+def test_best_checkpoint_kept_only_when_metric_improves(music_dir, tmp_path):
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_cfg(best_metric="pair_mel@0"), music_dir, run, device="cpu")
+    assert not trainer.keep_if_best({"swap_ratio": 1.0})  # metric absent: nothing kept
+    assert not (run / "best.pt").exists()
+    assert trainer.keep_if_best({"pair_mel@0": 0.8})
+    trainer.step = 7
+    assert not trainer.keep_if_best({"pair_mel@0": 0.9})  # worse: best.pt stays at step 0
+    assert torch.load(run / "best.pt", weights_only=True)["step"] == 0
+    assert trainer.keep_if_best({"pair_mel@0": 0.5})
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["step"] == 7 and best["best"] == {"metric": "pair_mel@0", "value": 0.5, "step": 7}
+    # best.pt is a full checkpoint: export reads it
+    export_weights(run / "best.pt", tmp_path / "w.safetensors")
+    assert load_model(tmp_path / "w.safetensors")[1].metadata["step"] == "7"
