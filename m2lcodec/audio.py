@@ -9,7 +9,10 @@ resampling through soxr at its best quality, and writing is atomic (see
 from __future__ import annotations
 
 import contextlib
+import io
+import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -21,7 +24,11 @@ from m2lcodec.atomic import atomic_output
 
 __all__ = [
     "AudioError",
+    "AudioReader",
     "AudioWriter",
+    "PipeReader",
+    "WavStreamWriter",
+    "wav_header",
     "StreamResampler",
     "audio_info",
     "output_format",
@@ -298,3 +305,194 @@ class AudioWriter:
                 raise
             return False
         return bool(stack.__exit__(exc_type, exc, tb))
+
+
+# -- streams: reading from a pipe, writing WAV to a pipe ---------------------------------------------------
+class PipeReader:
+    """A forward-only byte stream (stdin, a pipe) as the seekable file libsndfile's virtual I/O wants.
+
+    Keeps the first `keep` bytes (header probes seek back to the start) and the last 1-2 x `keep` bytes
+    read (short look-backs); memory stays at most 3 x `keep` however long the stream. A read far ahead of
+    what arrived (libsndfile skipping a chunk of unknown size, as in WAVs that ffmpeg streams) answers end
+    of stream without consuming anything. Works for WAV (incl. WAVE_FORMAT_EXTENSIBLE, streamed with
+    unknown size), AIFF and FLAC; Ogg and MP3 seek in ways a pipe cannot serve.
+    """
+
+    END = 1 << 62  # where seek(0, SEEK_END) lands: libsndfile asks for the length of the "file"
+
+    def __init__(self, raw, keep: int = 1 << 20) -> None:
+        self.raw = raw
+        self.keep = keep
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.tail_start = 0
+        self.pos = 0
+        self.total = 0  # bytes taken from the stream so far
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = offset + (self.pos if whence == 1 else self.END if whence == 2 else 0)
+        return self.pos
+
+    def _pull(self, n: int) -> int:
+        b = self.raw.read(n)
+        if len(self.head) < self.keep:
+            self.head += b[: self.keep - len(self.head)]
+        self.tail += b
+        if len(self.tail) > 2 * self.keep:
+            cut = len(self.tail) - self.keep
+            del self.tail[:cut]
+            self.tail_start += cut
+        self.total += len(b)
+        return len(b)
+
+    def read(self, n: int = -1) -> bytes:
+        if self.pos >= self.END or self.pos > self.total + self.keep:
+            return b""
+        n = n if n >= 0 else 1 << 40
+        while self.pos > self.total:  # a short forward seek: skip the bytes between
+            if not self._pull(min(self.pos - self.total, 1 << 16)):
+                return b""
+        out = bytearray()
+        while n > 0:
+            if self.pos == self.total:
+                if not self._pull(max(n, 1 << 16)):
+                    break
+                continue
+            if self.pos >= self.tail_start:
+                src, base = self.tail, self.tail_start
+            elif self.pos < len(self.head):
+                src, base = self.head, 0
+            else:
+                raise OSError(f"cannot seek back to byte {self.pos} of a pipe")
+            piece = src[self.pos - base : self.pos - base + n]
+            out += piece
+            self.pos += len(piece)
+            n -= len(piece)
+        return bytes(out)
+
+    def readinto(self, buf) -> int:
+        b = self.read(len(buf))
+        buf[: len(b)] = b
+        return len(b)
+
+
+class AudioReader:
+    """Audio read block by block from a file or a pipe, so memory stays bounded for any length.
+
+    with AudioReader(path_or_binary_stream) as r:
+        for block in r.blocks():      # each (channels, n) float32
+            ...
+
+    A binary stream (sys.stdin.buffer) is read through `PipeReader`: WAV, AIFF and FLAC. `bytes_read`
+    counts the input bytes (the file size for a path). Raises AudioError for undecodable input, NaN or
+    inf samples, and an input with no samples (after the last block).
+    """
+
+    def __init__(self, src: Path | str | object, block_frames: int = 1 << 16) -> None:
+        self.name = str(src) if isinstance(src, (str, Path)) else "standard input"
+        self.block_frames = block_frames
+        self._pipe: PipeReader | None = None
+        if isinstance(src, (str, Path)):
+            _check_input_path(Path(src))
+            target: object = str(src)
+        else:
+            target = self._pipe = PipeReader(src)
+        try:
+            self._file = sf.SoundFile(target)
+        except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError, EOFError) as exc:
+            if self._pipe is None:
+                raise AudioError(f"{self.name}: not a readable audio file "
+                                 f"({_libsndfile_reason(Path(self.name), exc)})") from exc
+            raise AudioError(f"{self.name}: not a readable audio stream ({_one_line(exc).split(': ', 1)[-1].rstrip('.')}"
+                             "; a pipe carries WAV, AIFF or FLAC)") from exc
+        self.sample_rate = int(self._file.samplerate)
+        self.channels = int(self._file.channels)
+        self.frames_read = 0
+        if self.sample_rate <= 0:
+            raise AudioError(f"{self.name}: invalid sample rate {self.sample_rate}")
+
+    @property
+    def bytes_read(self) -> int:
+        return self._pipe.total if self._pipe is not None else Path(self.name).stat().st_size
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def _read(self, buf: np.ndarray) -> int:
+        if self._pipe is None:
+            return len(self._file.read(out=buf))  # a view of buf: short at the end
+        # soundfile's own read seeks after every block (to update its position), which a pipe with an
+        # unknown length (streamed FLAC) cannot serve; libsndfile's plain sequential read can.
+        got = sf._snd.sf_readf_float(self._file._file, sf._ffi.cast("float *", buf.ctypes.data), len(buf))
+        if got < 0:
+            raise AudioError(f"{self.name}: read error")
+        return int(got)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        buf = np.empty((self.block_frames, self.channels), np.float32)
+        while True:
+            try:
+                got = self._read(buf)
+            except (sf.SoundFileError, RuntimeError) as exc:
+                raise AudioError(f"{self.name}: {_one_line(exc)}") from exc
+            if got <= 0:
+                break
+            block = np.ascontiguousarray(buf[:got].T)
+            if not np.isfinite(block).all():
+                raise AudioError(f"{self.name}: contains NaN or infinite samples")
+            self.frames_read += got
+            yield block
+        if self.frames_read == 0:
+            raise AudioError(f"{self.name}: contains no audio samples")
+
+
+_WAV_FORMATS = {"PCM_16": (1, 16), "PCM_24": (1, 24), "PCM_32": (1, 32), "FLOAT": (3, 32)}
+
+
+def wav_header(sample_rate: int, channels: int, frames: int, subtype: str) -> bytes:
+    """A 44-byte RIFF/WAVE header for `frames` frames (sizes saturate at 4 GiB, as streaming writers do)."""
+    tag, bits = _WAV_FORMATS[subtype]
+    align = channels * bits // 8
+    data = min(frames * align, 0xFFFFFFFF - 36)
+    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, tag, channels, sample_rate, sample_rate * align, align, bits) +
+            b"data" + struct.pack("<I", data))
+
+
+class WavStreamWriter:
+    """WAV to a byte stream that cannot seek (stdout): the header, with the length known up front, then
+    the samples block by block, converted by libsndfile exactly as AudioWriter's files are."""
+
+    def __init__(self, stream, sample_rate: int, channels: int, frames: int, subtype: str = "PCM_16") -> None:
+        if subtype not in _WAV_FORMATS:
+            raise AudioError(f"standard output: WAV subtype {subtype!r} not supported "
+                             f"(use one of {', '.join(_WAV_FORMATS)})")
+        self.stream = stream
+        self.channels = int(channels)
+        self.subtype = subtype
+        self.frames_written = 0
+        self.bytes_written = 0
+        self._buf = io.BytesIO()
+        self._raw = sf.SoundFile(self._buf, "w", samplerate=sample_rate, channels=channels, subtype=subtype,
+                                 format="RAW")
+        self._emit(wav_header(sample_rate, channels, frames, subtype))
+
+    def _emit(self, data: bytes) -> None:
+        self.stream.write(data)
+        self.stream.flush()  # a player downstream starts on the first block
+        self.bytes_written += len(data)
+
+    def write(self, block: np.ndarray) -> None:
+        frames = _prepare_block(Path("standard output"), block, self.channels, self.subtype)
+        self._raw.write(frames)
+        data = self._buf.getvalue()
+        self._buf.seek(0)
+        self._buf.truncate()
+        self._emit(data)
+        self.frames_written += frames.shape[0]

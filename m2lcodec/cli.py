@@ -6,8 +6,10 @@ traceback); outputs are written to a temp file and renamed, and never overwrite 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -49,6 +51,10 @@ def run_safely(fn):
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:  # the reader of our stdout went away (`| head -c 1000`): stop quietly
+            with contextlib.suppress(OSError):  # and keep Python's exit-time flush from complaining
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141)  # 128 + SIGPIPE, as a program killed by SIGPIPE reports
         except KeyboardInterrupt:
             console.print("[red]error:[/red] interrupted (no partial output was left)")
             raise typer.Exit(130)
@@ -110,7 +116,7 @@ def human_bytes(n: float) -> str:
 def progress_bar() -> Progress:
     return Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                     TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 def summary_table(title: str, rows: list, compress: bool) -> Table:
@@ -163,16 +169,27 @@ ShardOpt = typer.Option(None, "--shard", help="I/N: process only the I-th of N s
 
 @app.command()
 @run_safely
-def compress(src: Path = typer.Argument(..., help="audio file or directory"),
-             dst: Path = typer.Argument(..., help=".m2l file or directory"),
+def compress(src: Path = typer.Argument(..., help="audio file, directory, or - for standard input"),
+             dst: Path = typer.Argument(..., help=".m2l file, directory, or - for standard output"),
              model: Optional[Path] = ModelOpt, quant: str = typer.Option("int8", help="int8 or fp16"),
              device: str = DeviceOpt, force: bool = ForceOpt,
              seed: int = typer.Option(0, help="decoding seed stored in the file"),
              sigma_cond: Optional[float] = typer.Option(None, "--sigma-cond", help="stored decode parameter"),
              shard: Optional[str] = ShardOpt) -> None:
-    """Compress audio to .m2l (prints sizes, compression ratio, bitrate and timing)."""
+    """Compress audio to .m2l (prints sizes, compression ratio, bitrate and timing).
+
+    SRC - reads audio from standard input (WAV, AIFF or FLAC); DST - writes the .m2l to standard output.
+    With a pipe, the summary goes to standard error."""
     if quant not in ("int8", "fp16"):
         fail(f"--quant must be int8 or fp16, got {quant!r}")
+    if is_pipe(src) or is_pipe(dst):
+        source, target = pipe_ends(src, dst)
+        codec = get_codec(model, device)
+        with console.status("compressing", spinner="dots") if console.is_terminal else contextlib.nullcontext():
+            st = codec.compress_file(source, target, quant=quant, seed=seed, sigma_cond=sigma_cond, force=force)
+        console.print(summary_table(f"compress ({quant}, model {codec.info.name} {codec.info.hash})",
+                                    [(pipe_name(src), st)], True))
+        return
     jobs = plan_jobs(src, dst, AUDIO_SUFFIXES, ".m2l", parse_shard(shard))
     codec = get_codec(model, device)
     rows = []
@@ -188,10 +205,32 @@ def compress(src: Path = typer.Argument(..., help="audio file or directory"),
     out.print(summary_table(f"compress ({quant}, model {codec.info.name} {codec.info.hash})", rows, True))
 
 
+def is_pipe(path: Path) -> bool:
+    return str(path) == "-"
+
+
+def pipe_name(path: Path) -> str:
+    return "(stdin)" if is_pipe(path) else path.name
+
+
+def pipe_ends(src: Path, dst: Path):
+    """Map '-' to standard input/output; refuse what a pipe cannot be (a folder, binary to a terminal)."""
+    if not is_pipe(src):
+        if not src.exists():
+            fail(f"input not found: {src}")
+        if src.is_dir():
+            fail(f"{src} is a directory: a folder cannot be piped (use a folder as output instead of -)")
+    if is_pipe(dst) and sys.stdout.isatty():
+        fail("refusing to write binary data to a terminal: redirect standard output or pipe it")
+    if is_pipe(src) and sys.stdin.isatty():
+        fail("standard input is a terminal: pipe or redirect the input into - ")
+    return (sys.stdin.buffer if is_pipe(src) else src), (sys.stdout.buffer if is_pipe(dst) else dst)
+
+
 @app.command()
 @run_safely
-def decompress(src: Path = typer.Argument(..., help=".m2l file or directory"),
-               dst: Path = typer.Argument(..., help="audio file or directory"),
+def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - for standard input"),
+               dst: Path = typer.Argument(..., help="audio file, directory, or - for standard output (WAV)"),
                model: Optional[Path] = ModelOpt, device: str = DeviceOpt, force: bool = ForceOpt,
                seed: Optional[int] = typer.Option(None, help="override the seed stored in the file"),
                sigma_cond: Optional[float] = typer.Option(None, "--sigma-cond", help="override the stored value"),
@@ -199,12 +238,29 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file or directory"),
                duration: Optional[float] = typer.Option(None, help="decode this many seconds"),
                fmt: str = typer.Option("wav16", "--format", help=f"output format: {', '.join(FORMATS)}"),
                shard: Optional[str] = ShardOpt) -> None:
-    """Decompress .m2l to audio with the original sample rate, channels and length."""
+    """Decompress .m2l to audio with the original sample rate, channels and length.
+
+    SRC - reads the .m2l from standard input; DST - streams WAV (wav16, wav24 or float) to standard output
+    while it decodes (`m2lcodec decompress song.m2l - | ffplay -nodisp -`). With a pipe, progress and the
+    summary go to standard error."""
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if duration is not None and duration <= 0:
         fail("--duration must be positive")
     suffix, subtype = FORMATS[fmt]
+    if is_pipe(src) or is_pipe(dst):
+        if is_pipe(dst) and suffix != "wav":
+            fail(f"--format {fmt}: standard output carries WAV only (wav16, wav24 or float)")
+        source, target = pipe_ends(src, dst)
+        codec = get_codec(model, device)
+        with progress_bar() as bar:
+            task = bar.add_task(f"decompressing {pipe_name(src)}", total=1.0)
+            st = codec.decompress_file(source, target, force=force, seed=seed, sigma_cond=sigma_cond, start=start,
+                                       duration=duration, subtype=subtype,
+                                       progress=lambda f: bar.update(task, completed=min(f, 1.0)))
+        console.print(summary_table(f"decompress (model {codec.info.name} {codec.info.hash})",
+                                    [(pipe_name(src), st)], False))
+        return
     jobs = plan_jobs(src, dst, {".m2l"}, "." + suffix, parse_shard(shard))
     codec = get_codec(model, device)
     rows = []

@@ -14,17 +14,19 @@ decode that starts in the middle draws the same noise as one from the start.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from m2lcodec import schedule, spectral
-from m2lcodec.audio import AudioError, AudioWriter, StreamResampler, read_audio, resample
+from m2lcodec.audio import AudioError, AudioReader, AudioWriter, StreamResampler, WavStreamWriter, resample
 from m2lcodec.container import DEFAULT_FRAME_CHUNKS, Header, Reader, default_quant_params, pack, write_file
 from m2lcodec.model import Music2Latent2, select_features
 from m2lcodec.version import __version__
@@ -129,6 +131,57 @@ class Codec:
                 z = self.model.encode(spec)
             out.append(z.float().view(channels, n, *z.shape[1:]).cpu())
         return torch.cat(out, dim=1).numpy()
+
+    @torch.inference_mode()
+    def encode_blocks(self, blocks: Iterable[np.ndarray], sample_rate: int) -> tuple[np.ndarray, int]:
+        """Audio blocks (C, n) in order -> (latents (C, T, K, D), samples seen), holding only the latents
+        and about one batch of audio: the streaming form of `encode` (a pipe, an hour-long file). The
+        latents equal `encode` of the concatenation (same batches; StreamResampler equals `resample`)."""
+        resampler: StreamResampler | None = None
+        step = cut = 0
+        pending: list[np.ndarray] = []  # padded model-rate stream from chunk `done` on
+        buffered = done = num_samples = 0
+        out: list[torch.Tensor] = []
+
+        def run(wave: np.ndarray, chunks: int) -> None:
+            spec = self._chunk_specs(torch.from_numpy(wave), 0, chunks).to(self.device)
+            with self._autocast():
+                z = self.model.encode(spec)
+            out.append(z.float().view(wave.shape[0], chunks, *z.shape[1:]).cpu())
+
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            if resampler is None:
+                channels = block.shape[0]
+                resampler = StreamResampler(sample_rate, self.sample_rate, channels)
+                step = max(1, self.batch_chunks // channels)  # the same batches as `encode`
+                cut = step * spectral.CHUNK_SAMPLES
+                pending, buffered = [np.zeros((channels, spectral.PAD_LEFT), np.float32)], spectral.PAD_LEFT
+            if not np.isfinite(block).all():
+                raise AudioError("audio contains NaN or infinite samples")
+            num_samples += block.shape[1]
+            y = resampler.process(block)
+            pending.append(y)
+            buffered += y.shape[1]
+            while buffered >= cut + spectral.PAD_LEFT:
+                wave = np.concatenate(pending, axis=1)
+                run(wave[:, : cut + spectral.PAD_LEFT], step)
+                pending, buffered, done = [wave[:, cut:]], wave.shape[1] - cut, done + step
+        if resampler is None or num_samples == 0:
+            raise AudioError("audio must have at least one sample")
+        pending.append(resampler.process(np.zeros((pending[0].shape[0], 0), np.float32), last=True))
+        wave = np.concatenate(pending, axis=1)
+        chunks = spectral.num_chunks(model_length(num_samples, sample_rate))
+        # the whole-file path trims or zero-pads the resampled audio to model_length, then pads to chunks
+        keep = spectral.padded_length(chunks) - done * spectral.CHUNK_SAMPLES - spectral.PAD_LEFT
+        wave = fit_length(wave, min(wave.shape[1], spectral.PAD_LEFT + model_length(num_samples, sample_rate)
+                                    - done * spectral.CHUNK_SAMPLES))
+        wave = fit_length(wave, keep + spectral.PAD_LEFT)
+        for first in range(done, chunks, step):
+            n = min(step, chunks - first)
+            off = (first - done) * spectral.CHUNK_SAMPLES
+            run(wave[:, off : off + n * spectral.CHUNK_SAMPLES + spectral.PAD_LEFT], n)
+        return torch.cat(out, dim=1).numpy(), num_samples
 
     @torch.inference_mode()
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -311,46 +364,67 @@ class Codec:
                             header.sigma_cond if sigma_cond is None else sigma_cond)
         return audio, header.sample_rate
 
-    def compress_file(self, src: str | Path, dst: str | Path, quant: str = "int8", seed: int = 0,
-                      sigma_cond: float | None = None, force: bool = False) -> CodecStats:
+    def compress_file(self, src: str | Path | BinaryIO, dst: str | Path | BinaryIO, quant: str = "int8",
+                      seed: int = 0, sigma_cond: float | None = None, force: bool = False) -> CodecStats:
+        """Audio file (or a binary stream such as stdin: WAV, AIFF, FLAC) -> .m2l file (or a binary stream
+        such as stdout). Reads block by block: memory holds the latents, never the whole audio."""
         t0 = time.perf_counter()
-        audio, sr = read_audio(src)
-        latents = self.encode(audio, sr)
-        header = self.make_header(latents, audio.shape[1], sr, quant, seed, sigma_cond)
-        write_file(dst, header, latents, force=force, protect=Path(src))
-        return CodecStats(duration=audio.shape[1] / sr, sample_rate=sr, channels=audio.shape[0],
-                          input_bytes=Path(src).stat().st_size, output_bytes=Path(dst).stat().st_size,
-                          pcm16_bytes=audio.size * 2, seconds=time.perf_counter() - t0)
+        with AudioReader(src) as reader:
+            latents, num_samples = self.encode_blocks(reader.blocks(), reader.sample_rate)
+        header = self.make_header(latents, num_samples, reader.sample_rate, quant, seed, sigma_cond)
+        if isinstance(dst, (str, Path)):
+            write_file(dst, header, latents, force=force, protect=Path(src) if isinstance(src, (str, Path)) else None)
+            written = Path(dst).stat().st_size
+        else:
+            data = pack(header, latents)
+            dst.write(data)
+            dst.flush()
+            written = len(data)
+        return CodecStats(duration=num_samples / reader.sample_rate, sample_rate=reader.sample_rate,
+                          channels=reader.channels, input_bytes=reader.bytes_read, output_bytes=written,
+                          pcm16_bytes=num_samples * reader.channels * 2, seconds=time.perf_counter() - t0)
 
-    def decompress_file(self, src: str | Path, dst: str | Path, force: bool = False, seed: int | None = None,
-                        sigma_cond: float | None = None, start: float = 0.0, duration: float | None = None,
-                        subtype: str = "PCM_16", progress: Callable[[float], None] | None = None) -> CodecStats:
-        """Streams: reads the latents frame by frame as needed and writes audio block by block.
-        `progress(fraction)` is called after every written block (for progress bars)."""
+    def decompress_file(self, src: str | Path | BinaryIO, dst: str | Path | BinaryIO, force: bool = False,
+                        seed: int | None = None, sigma_cond: float | None = None, start: float = 0.0,
+                        duration: float | None = None, subtype: str = "PCM_16",
+                        progress: Callable[[float], None] | None = None) -> CodecStats:
+        """Streams: reads the latents frame by frame as needed and writes audio block by block, to a
+        .wav/.flac file or, as WAV, to a binary stream such as stdout (its header carries the length, known
+        from the .m2l header, so nothing waits for the end). A stream source (stdin) is read whole: it is
+        the small .m2l, not audio. `progress(fraction)` is called after every written block."""
         t0 = time.perf_counter()
-        with Reader.open(src) as reader:
+        from_stream = not isinstance(src, (str, Path))
+        with (Reader.from_bytes(src.read(), "standard input") if from_stream else Reader.open(src)) as reader:
             header = reader.header
             self.check_header(header)
             if start < 0 or (start > 0 and start >= header.duration):
                 raise ValueError(f"--start {start:g} s is outside the file ({header.duration:.2f} s)")
             latents = LazyLatents(reader)
-            written = 0
-            expected = max(1, header.num_samples - int(round(start * header.sample_rate)) if duration is None
-                           else int(round(duration * header.sample_rate)))
-            with AudioWriter(dst, header.sample_rate, header.channels, subtype=subtype, force=force,
-                             protect=Path(src)) as writer:
-                for block in self.decode_stream(latents, header.num_samples, header.sample_rate,
-                                                header.seed if seed is None else seed,
-                                                header.sigma_cond if sigma_cond is None else sigma_cond,
-                                                start=start, duration=duration):
+            first = min(int(round(start * header.sample_rate)), header.num_samples)
+            last = header.num_samples if duration is None else \
+                min(header.num_samples, first + int(round(duration * header.sample_rate)))
+            expected = last - first
+            blocks = self.decode_stream(latents, header.num_samples, header.sample_rate,
+                                        header.seed if seed is None else seed,
+                                        header.sigma_cond if sigma_cond is None else sigma_cond,
+                                        start=start, duration=duration)
+            if isinstance(dst, (str, Path)):
+                writer_cm = AudioWriter(dst, header.sample_rate, header.channels, subtype=subtype, force=force,
+                                        protect=None if from_stream else Path(src))
+            else:
+                writer_cm = contextlib.nullcontext(
+                    WavStreamWriter(dst, header.sample_rate, header.channels, expected, subtype))
+            with writer_cm as writer:
+                for block in blocks:
                     writer.write(block)
-                    written += block.shape[1]
                     if progress is not None:
-                        progress(written / expected)
+                        progress(writer.frames_written / max(expected, 1))
+            written = writer.frames_written
+            input_bytes = reader.source_bytes
+        output_bytes = Path(dst).stat().st_size if isinstance(dst, (str, Path)) else writer.bytes_written
         return CodecStats(duration=written / header.sample_rate, sample_rate=header.sample_rate,
-                          channels=header.channels, input_bytes=Path(src).stat().st_size,
-                          output_bytes=Path(dst).stat().st_size, pcm16_bytes=written * header.channels * 2,
-                          seconds=time.perf_counter() - t0)
+                          channels=header.channels, input_bytes=input_bytes, output_bytes=output_bytes,
+                          pcm16_bytes=written * header.channels * 2, seconds=time.perf_counter() - t0)
 
 
 class LazyLatents:

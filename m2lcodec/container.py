@@ -415,9 +415,14 @@ class Reader:
         return cls(source, str(path))
 
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Reader:
-        """Read .m2l data held in memory."""
-        return cls(_BytesSource(data))
+    def from_bytes(cls, data: bytes | bytearray | memoryview, name: str = "") -> Reader:
+        """Read .m2l data held in memory (`name` prefixes error messages, e.g. "standard input")."""
+        return cls(_BytesSource(data), name)
+
+    @property
+    def source_bytes(self) -> int:
+        """Size of the whole .m2l file or buffer."""
+        return self._src.size
 
     def __enter__(self) -> Reader:
         return self

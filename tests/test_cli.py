@@ -485,3 +485,94 @@ def test_missing_optional_extra_names_it(tmp_path):
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "pip install 'm2lcodec[bench]'" in lines[0] and "scipy" in lines[0], res.stderr
+
+
+# -- pipes (real subprocess pipes between real processes) ------------------------------------------------------
+
+def _cmd(*args) -> list[str]:
+    cmd = [str(M2L_SCRIPT)] if M2L_SCRIPT.exists() else [sys.executable, "-m", "m2lcodec.cli"]
+    return cmd + [str(a) for a in args]
+
+
+def _env() -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("M2L_DEBUG", None)
+    return env
+
+
+def test_pipe_round_trip_equals_files(work, tiny_weights):
+    """cat a.wav | m2lcodec compress - - | m2lcodec decompress - z.wav: the same .m2l bytes and samples as
+    the file commands; data on stdout only, the summaries on stderr."""
+    src = work / "stereo44.wav"
+    m = model_args(tiny_weights)
+    assert _script("compress", src, work / "f.m2l", *m).returncode == 0
+    assert _script("decompress", work / "f.m2l", work / "f.wav", *m).returncode == 0
+    with open(src, "rb") as stdin:
+        enc = subprocess.Popen(_cmd("compress", "-", "-", *m), stdin=stdin, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=_env())
+        dec = subprocess.Popen(_cmd("decompress", "-", work / "z.wav", *m), stdin=enc.stdout,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+        enc.stdout.close()
+        dec_out, dec_err = dec.communicate(timeout=120)
+        enc_err = enc.stderr.read()
+        enc.wait(timeout=60)
+    assert enc.returncode == 0 and dec.returncode == 0, (enc_err, dec_err)
+    assert b"compress" in enc_err and b"kbps" in enc_err and dec_out == b""
+    a, sr_a = sf.read(work / "f.wav", dtype="int16")
+    z, sr_z = sf.read(work / "z.wav", dtype="int16")
+    assert sr_a == sr_z == 44100 and z.shape == a.shape == (sf.info(src).frames, 2)
+    np.testing.assert_array_equal(z, a)
+    # stdin -> file gives the very bytes of the file command
+    with open(src, "rb") as stdin:
+        p = subprocess.run(_cmd("compress", "-", work / "p.m2l", *m), stdin=stdin, capture_output=True, env=_env(),
+                           timeout=120)
+    assert p.returncode == 0 and p.stdout == b"" and b"kbps" in p.stderr
+    assert (work / "p.m2l").read_bytes() == (work / "f.m2l").read_bytes()
+
+
+def test_decompress_to_stdout_streams_a_wav(work, tiny_weights):
+    m = model_args(tiny_weights)
+    assert _script("compress", work / "mono48.wav", work / "m.m2l", *m).returncode == 0
+    assert _script("decompress", work / "m.m2l", work / "m.wav", "--format", "wav24", *m).returncode == 0
+    p = subprocess.run(_cmd("decompress", work / "m.m2l", "-", "--format", "wav24", *m), capture_output=True,
+                       env=_env(), timeout=120)
+    assert p.returncode == 0, p.stderr
+    import io
+
+    a, sr_a = sf.read(work / "m.wav", dtype="int32")
+    b, sr_b = sf.read(io.BytesIO(p.stdout), dtype="int32")
+    assert sr_a == sr_b == 48000
+    np.testing.assert_array_equal(a, b)
+    # flac cannot stream to stdout: one line, nothing on stdout
+    p = subprocess.run(_cmd("decompress", work / "m.m2l", "-", "--format", "flac", *m), capture_output=True,
+                       env=_env(), timeout=120)
+    assert p.returncode == 1 and p.stdout == b"" and p.stderr.decode().count("\n") == 1
+    assert "WAV only" in p.stderr.decode()
+
+
+def test_closed_pipe_ends_quietly(work, tiny_weights):
+    """`m2lcodec decompress x.m2l - | head -c 1000`: no traceback, no message, exit 141 (as SIGPIPE)."""
+    m = model_args(tiny_weights)
+    assert _script("compress", work / "stereo44.wav", work / "f.m2l", *m).returncode == 0
+    dec = subprocess.Popen(_cmd("decompress", work / "f.m2l", "-", *m), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=_env())
+    head = dec.stdout.read(1000)
+    dec.stdout.close()  # the reader goes away early
+    err = dec.stderr.read()
+    dec.wait(timeout=120)
+    assert head[:4] == b"RIFF" and len(head) == 1000
+    assert dec.returncode == 141 and b"Traceback" not in err and b"error" not in err, err
+
+
+def test_pipe_input_errors(work, tiny_weights):
+    m = model_args(tiny_weights)
+    p = subprocess.run(_cmd("compress", "-", work / "x.m2l", *m), input=b"not audio at all" * 50,
+                       capture_output=True, env=_env(), timeout=120)
+    assert p.returncode == 1 and p.stderr.decode().startswith("error: standard input: not a readable audio")
+    assert p.stderr.decode().count("\n") == 1 and not (work / "x.m2l").exists()
+    p = subprocess.run(_cmd("decompress", "-", work / "x.wav", *m), input=b"M2L\x00garbage",
+                       capture_output=True, env=_env(), timeout=120)
+    assert p.returncode == 1 and p.stderr.decode().startswith("error: standard input:")
+    assert not (work / "x.wav").exists()
+    p = subprocess.run(_cmd("compress", work, "-", *m), capture_output=True, env=_env(), timeout=120)
+    assert p.returncode == 1 and b"cannot be piped" in p.stderr and p.stdout == b""

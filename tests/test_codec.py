@@ -329,3 +329,21 @@ def test_load_codec_default_device_and_missing_weights(tmp_path):
 
     with pytest.raises(WeightsError):
         load_codec(tmp_path / "missing.safetensors", device="cpu")
+
+
+@pytest.mark.parametrize("sr,seconds,block", [(44100, 2.5, 777), (44100, 0.01, 50), (48000, 2.0, 4096)])
+def test_encode_blocks_streams_the_same_latents(codec, sr, seconds, block):
+    """The streaming encode (pipes, long files) holds latents only and gives `encode`'s latents: exactly at
+    the model rate and at others (StreamResampler's output equals `resample` of the whole)."""
+    x = music_like(seconds, sr, 2, seed=5)
+    ref = codec.encode(x, sr)
+    got, n = codec.encode_blocks((x[:, i : i + block] for i in range(0, x.shape[1], block)), sr)
+    assert n == x.shape[1] and got.shape == ref.shape
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_encode_blocks_rejects_empty_and_nan(codec):
+    with pytest.raises(AudioError, match="at least one sample"):
+        codec.encode_blocks(iter([]), 44100)
+    with pytest.raises(AudioError, match="NaN"):
+        codec.encode_blocks(iter([np.full((1, 10), np.nan, np.float32)]), 44100)
