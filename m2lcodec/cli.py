@@ -2,6 +2,8 @@
 
 Every failure a user can cause ends in one line on stderr and exit status 1 (set M2L_DEBUG=1 for the
 traceback); outputs are written to a temp file and renamed, and never overwrite without --force.
+`decompress --salvage` of a damaged file writes its output and exits with SALVAGED (3); a closed output
+pipe exits with 141 quietly.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+if TYPE_CHECKING:  # the codec imports torch: only where a command needs it
+    from m2lcodec.codec import CodecStats
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Music2Latent2 neural audio codec for music.")
@@ -31,6 +36,9 @@ FORMATS = {"wav16": ("wav", "PCM_16"), "wav24": ("wav", "PCM_24"), "float": ("wa
 
 
 EXTRAS = {"scipy": "bench", "matplotlib": "bench", "visqol": "bench"}  # optional module -> the extra with it
+
+
+SALVAGED = 3  # exit status of `decompress --salvage` when the input was damaged (the output was written)
 
 
 class CliError(Exception):
@@ -237,12 +245,21 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - 
                start: float = typer.Option(0.0, help="decode from this time (seconds)"),
                duration: Optional[float] = typer.Option(None, help="decode this many seconds"),
                fmt: str = typer.Option("wav16", "--format", help=f"output format: {', '.join(FORMATS)}"),
-               shard: Optional[str] = ShardOpt) -> None:
+               shard: Optional[str] = ShardOpt,
+               salvage: bool = typer.Option(False, "--salvage", help="decode a damaged file: lost frames become "
+                                            "silence, damaged time ranges go to standard error, exit status "
+                                            f"{SALVAGED}")) -> None:
     """Decompress .m2l to audio with the original sample rate, channels and length.
 
     SRC - reads the .m2l from standard input; DST - streams WAV (wav16, wav24 or float) to standard output
     while it decodes (`m2lcodec decompress song.m2l - | ffplay -nodisp -`). With a pipe, progress and the
-    summary go to standard error."""
+    summary go to standard error.
+
+    A damaged file is refused (one error line, no output) unless --salvage: then every intact frame is
+    decoded, lost frames are silence, the output keeps the original length, each damaged time range is
+    listed on standard error ("damaged: 11.85-23.78 s (frame 1; ...)") and the exit status is 3.
+
+    Exit status: 0 done, 1 error (nothing written), 3 salvaged a damaged file, 141 output pipe closed."""
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if duration is not None and duration <= 0:
@@ -256,14 +273,17 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - 
         with progress_bar() as bar:
             task = bar.add_task(f"decompressing {pipe_name(src)}", total=1.0)
             st = codec.decompress_file(source, target, force=force, seed=seed, sigma_cond=sigma_cond, start=start,
-                                       duration=duration, subtype=subtype,
+                                       duration=duration, subtype=subtype, salvage=salvage,
                                        progress=lambda f: bar.update(task, completed=min(f, 1.0)))
         console.print(summary_table(f"decompress (model {codec.info.name} {codec.info.hash})",
                                     [(pipe_name(src), st)], False))
+        if report_damage(st, ""):
+            raise typer.Exit(SALVAGED)
         return
     jobs = plan_jobs(src, dst, {".m2l"}, "." + suffix, parse_shard(shard))
     codec = get_codec(model, device)
     rows = []
+    damaged = False
     with progress_bar() as bar:
         task = bar.add_task("decompressing", total=len(jobs))
         audio_task = bar.add_task("", total=1.0)  # the file being decoded, chunk by chunk
@@ -274,9 +294,22 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - 
                 d.parent.mkdir(parents=True, exist_ok=True)
             rows.append((s.name, codec.decompress_file(
                 s, d, force=force, seed=seed, sigma_cond=sigma_cond, start=start, duration=duration,
-                subtype=subtype, progress=lambda f: bar.update(audio_task, completed=min(f, 1.0)))))
+                subtype=subtype, salvage=salvage, progress=lambda f: bar.update(audio_task, completed=min(f, 1.0)))))
+            damaged |= report_damage(rows[-1][1], f"{s}: " if src.is_dir() else "")
             bar.advance(task)
     out.print(summary_table(f"decompress (model {codec.info.name} {codec.info.hash})", rows, False))
+    if damaged:
+        raise typer.Exit(SALVAGED)
+
+
+def report_damage(stats: CodecStats, prefix: str) -> bool:
+    """Print a salvaged file's damaged time ranges and notes on standard error, one plain line each
+    (whatever the terminal's width); True if there was any damage."""
+    for damaged in stats.damaged:
+        print(prefix + damaged.describe(), file=sys.stderr, flush=True)
+    for note in stats.notes:
+        print(f"{prefix}note: {note}", file=sys.stderr, flush=True)
+    return bool(stats.damaged or stats.notes)
 
 
 def version_callback(value: bool) -> None:
@@ -306,7 +339,22 @@ def verify_one(path: Path) -> dict:
                 "channels": h.channels, "quant": h.quant}
     except (ContainerError, OSError) as err:
         message = str(err).splitlines()[0] if not isinstance(err, OSError) else err.strerror or str(err)
-        return {"path": str(path), "ok": False, "error": message.removeprefix(f"{path}: ")}
+        record = {"path": str(path), "ok": False, "error": message.removeprefix(f"{path}: ")}
+        if isinstance(err, ContainerError):
+            try:  # how much `decompress --salvage` would keep
+                with Reader.open(path, salvage=True) as reader:
+                    record["intact_frames"] = sum(off is not None for off in reader.frame_offsets)
+                    record["frames"] = reader.num_frames
+            except (ContainerError, OSError):
+                record["intact_frames"] = 0  # preamble or header damaged: nothing can be decoded
+        return record
+
+
+def salvage_hint(record: dict) -> str:
+    """' (--salvage keeps 3 of 4 frames)' for a damaged file whose header is intact, else ''."""
+    if "frames" not in record:
+        return " (nothing can be salvaged)" if record.get("intact_frames") == 0 else ""
+    return f" (decompress --salvage keeps {record['intact_frames']} of {record['frames']} frames)"
 
 
 @app.command()
@@ -314,7 +362,8 @@ def verify_one(path: Path) -> dict:
 def verify(paths: list[Path] = typer.Argument(..., help=".m2l files or folders (searched recursively)"),
            as_json: bool = typer.Option(False, "--json", help="one JSON list instead of lines")) -> None:
     """Check .m2l files without decoding them: magic, version, header and every frame's checksum.
-    One line per file; exit status 1 if any file is damaged."""
+    One line per file (a damaged one says what `decompress --salvage` keeps); exit status 1 if any file
+    is damaged."""
     files = []
     for p in paths:
         if p.is_dir():
@@ -330,7 +379,7 @@ def verify(paths: list[Path] = typer.Argument(..., help=".m2l files or folders (
     else:
         for r in results:  # plain print: one line per file whatever the terminal's width
             print(f"ok       {r['path']} ({r['frames']} frames, {r['duration_s']:.2f} s, {r['channels']} ch, "
-                  f"{r['quant']})" if r["ok"] else f"DAMAGED  {r['path']}: {r['error']}", flush=True)
+                  f"{r['quant']})" if r["ok"] else f"DAMAGED  {r['path']}: {r['error']}{salvage_hint(r)}", flush=True)
     if not all(r["ok"] for r in results):
         raise typer.Exit(1)
 

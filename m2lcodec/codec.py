@@ -10,6 +10,10 @@ pair (previous chunk's first estimate re-noised to sigma_cond, current chunk fro
 the previous chunk's refined second step and keeps the current chunk's first step. Noise is drawn from
 a generator seeded by (seed, chunk index), so the same file and seed always decode the same way, and a
 decode that starts in the middle draws the same noise as one from the start.
+
+A damaged file's lost chunks (`lost=` of decode_stream) become silence, and decoding restarts after each gap
+as a ranged decode warming up on the first intact chunk does (the timeline: m2lcodec/salvage.py,
+docs/codec.md).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,6 +33,7 @@ from m2lcodec import schedule, spectral
 from m2lcodec.audio import AudioError, AudioReader, AudioWriter, StreamResampler, WavStreamWriter, resample
 from m2lcodec.container import DEFAULT_FRAME_CHUNKS, Header, Reader, default_quant_params, pack, write_file
 from m2lcodec.model import Music2Latent2, select_features
+from m2lcodec.salvage import DamagedRange, restart_sample, salvage_plan
 from m2lcodec.version import __version__
 from m2lcodec.weights import ModelInfo, load_model
 
@@ -50,6 +55,8 @@ class CodecStats:
     output_bytes: int
     pcm16_bytes: int
     seconds: float
+    damaged: list[DamagedRange] = field(default_factory=list)  # decompress --salvage: silent stretches
+    notes: list[str] = field(default_factory=list)  # decompress --salvage: other damage, guessed frame indices
 
     @property
     def realtime(self) -> float:
@@ -260,26 +267,63 @@ class Codec:
     @torch.inference_mode()
     def decode_stream(self, latents: np.ndarray, num_samples: int | None = None, sample_rate: int | None = None,
                       seed: int = 0, sigma_cond: float | None = None, start: float = 0.0,
-                      duration: float | None = None, block_chunks: int = 1) -> Iterator[np.ndarray]:
+                      duration: float | None = None, block_chunks: int = 1,
+                      lost: Sequence[tuple[int, int]] = ()) -> Iterator[np.ndarray]:
         """Latents (C, T, K, D) -> audio blocks (C, n) float32 at `sample_rate`, in order, with bounded
         memory. `num_samples` is the original length at `sample_rate` (default: all T chunks);
-        `start`/`duration` (seconds) decode a time range, warming up on the chunk before it."""
+        `start`/`duration` (seconds) decode a time range, warming up on the chunk before it.
+
+        `lost` lists [start, stop) chunk ranges whose latents are missing (a damaged file; their values are
+        never decoded but must be finite: a salvaging reader gives zeros). Their time (`salvage_plan`) is
+        silence, and decoding restarts after each gap exactly as a ranged decode whose warm-up chunk is the
+        first intact one; before a gap the output equals the undamaged decode (at the model's rate; other
+        rates differ within the resampler's filter length next to the gap)."""
         sample_rate = sample_rate or self.sample_rate
         channels, total = latents.shape[:2]
         if num_samples is None:
             num_samples = (total * spectral.CHUNK_SAMPLES - spectral.PAD_LEFT) * sample_rate // self.sample_rate
-        n_model = model_length(num_samples, sample_rate)
-        # output range in samples at the output rate, then at the model rate with a resampler margin
+        sigma_cond = self.sigma_cond if sigma_cond is None else sigma_cond
         out_first = min(int(round(start * sample_rate)), num_samples)
         out_last = num_samples if duration is None else min(num_samples, out_first + int(round(duration * sample_rate)))
+        if not lost:
+            yield from self._decode_span(latents, num_samples, sample_rate, seed, sigma_cond, out_first, out_last,
+                                         block_chunks)
+            return
+        for piece in salvage_plan(lost, total, num_samples, sample_rate):
+            lo, hi = max(piece.first_sample, out_first), min(piece.stop_sample, out_last)
+            if hi <= lo:
+                continue
+            if piece.lost:
+                for at in range(lo, hi, spectral.CHUNK_SAMPLES):  # silence in bounded blocks
+                    yield np.zeros((channels, min(spectral.CHUNK_SAMPLES, hi - at)), np.float32)
+            else:
+                yield from self._decode_span(latents, num_samples, sample_rate, seed, sigma_cond, lo, hi,
+                                             block_chunks, floor_chunk=piece.start_chunk,
+                                             stop_chunk=piece.stop_chunk)
+
+    def _decode_span(self, latents, num_samples: int, sample_rate: int, seed: int, sigma_cond: float,
+                     out_first: int, out_last: int, block_chunks: int, floor_chunk: int = 0,
+                     stop_chunk: int | None = None) -> Iterator[np.ndarray]:
+        """Output samples [out_first, out_last) at `sample_rate`, using only chunks [floor_chunk,
+        stop_chunk): the warm-up chunk is the one before out_first's chunk but never before floor_chunk
+        (decoded alone from noise), and no sample at or after stop_chunk's time is fed to the resampler.
+        With a floor, out_first must not precede `restart_sample(floor_chunk)`."""
+        channels, total = latents.shape[:2]
+        stop_chunk = total if stop_chunk is None else stop_chunk
+        n_model = model_length(num_samples, sample_rate)
+        # output range at the model rate with a resampler margin
         ranged = out_first > 0 or out_last < num_samples
         margin = 2048 if ranged and sample_rate != self.sample_rate else 0
         m_first = max(0, math.floor(out_first * self.sample_rate / sample_rate) - margin)
         # start where both sample grids meet, so the resampled range lies on the full decode's output grid
         m_first -= m_first % (self.sample_rate // math.gcd(self.sample_rate, sample_rate))
+        if floor_chunk > 0:  # nothing before the first sample the floor chunk alone covers fully
+            m_first = max(m_first, restart_sample(floor_chunk, sample_rate)[0])
         m_last = min(n_model, math.ceil(out_last * self.sample_rate / sample_rate) + margin)
+        if stop_chunk < total:  # the samples after this overlap the next (lost) chunk
+            m_last = min(m_last, stop_chunk * spectral.CHUNK_SAMPLES - spectral.PAD_LEFT)
         first_chunk = (m_first + spectral.PAD_LEFT) // spectral.CHUNK_SAMPLES
-        begin_chunk = max(first_chunk - 1, 0)  # warm-up chunk: its overlap tail and context
+        begin_chunk = max(first_chunk - 1, floor_chunk)  # warm-up chunk: its overlap tail and context
         istft = spectral.StreamingISTFT(channels, self.device)
         resampler = StreamResampler(self.sample_rate, sample_rate, channels)
         # model-rate samples [m_first, m_last) are padded-stream samples offset by PAD_LEFT
@@ -302,8 +346,7 @@ class Codec:
             if y.shape[1]:
                 yield y
 
-        for t, spec in self._chunk_steps(latents, seed, self.sigma_cond if sigma_cond is None else sigma_cond,
-                                         begin_chunk):
+        for t, spec in self._chunk_steps(latents, seed, sigma_cond, begin_chunk):
             wave = istft.push(spec).cpu().numpy()
             lo, hi = max(m_first - pos, 0), min(m_last - pos, wave.shape[1])
             pos += wave.shape[1]
@@ -387,19 +430,29 @@ class Codec:
     def decompress_file(self, src: str | Path | BinaryIO, dst: str | Path | BinaryIO, force: bool = False,
                         seed: int | None = None, sigma_cond: float | None = None, start: float = 0.0,
                         duration: float | None = None, subtype: str = "PCM_16",
-                        progress: Callable[[float], None] | None = None) -> CodecStats:
+                        progress: Callable[[float], None] | None = None, salvage: bool = False) -> CodecStats:
         """Streams: reads the latents frame by frame as needed and writes audio block by block, to a
         .wav/.flac file or, as WAV, to a binary stream such as stdout (its header carries the length, known
         from the .m2l header, so nothing waits for the end). A stream source (stdin) is read whole: it is
-        the small .m2l, not audio. `progress(fraction)` is called after every written block."""
+        the small .m2l, not audio. `progress(fraction)` is called after every written block.
+
+        `salvage` decodes a damaged file instead of refusing it: lost frames become silence (the output
+        keeps the original length) and the returned stats list them (`damaged`, `notes`)."""
         t0 = time.perf_counter()
         from_stream = not isinstance(src, (str, Path))
-        with (Reader.from_bytes(src.read(), "standard input") if from_stream else Reader.open(src)) as reader:
+        with (Reader.from_bytes(src.read(), "standard input", salvage=salvage) if from_stream
+              else Reader.open(src, salvage=salvage)) as reader:
             header = reader.header
             self.check_header(header)
             if start < 0 or (start > 0 and start >= header.duration):
                 raise ValueError(f"--start {start:g} s is outside the file ({header.duration:.2f} s)")
             latents = LazyLatents(reader)
+            lost = reader.lost_chunks
+            damaged = [
+                DamagedRange(piece.first_sample, piece.stop_sample, header.sample_rate, d.frames_label, d.reason)
+                for piece, d in zip((p for p in salvage_plan(lost, header.num_chunks, header.num_samples,
+                                                             header.sample_rate) if p.lost), reader.damage)
+            ]
             first = min(int(round(start * header.sample_rate)), header.num_samples)
             last = header.num_samples if duration is None else \
                 min(header.num_samples, first + int(round(duration * header.sample_rate)))
@@ -407,7 +460,7 @@ class Codec:
             blocks = self.decode_stream(latents, header.num_samples, header.sample_rate,
                                         header.seed if seed is None else seed,
                                         header.sigma_cond if sigma_cond is None else sigma_cond,
-                                        start=start, duration=duration)
+                                        start=start, duration=duration, lost=lost)
             if isinstance(dst, (str, Path)):
                 writer_cm = AudioWriter(dst, header.sample_rate, header.channels, subtype=subtype, force=force,
                                         protect=None if from_stream else Path(src))
@@ -424,7 +477,8 @@ class Codec:
         output_bytes = Path(dst).stat().st_size if isinstance(dst, (str, Path)) else writer.bytes_written
         return CodecStats(duration=written / header.sample_rate, sample_rate=header.sample_rate,
                           channels=header.channels, input_bytes=input_bytes, output_bytes=output_bytes,
-                          pcm16_bytes=written * header.channels * 2, seconds=time.perf_counter() - t0)
+                          pcm16_bytes=written * header.channels * 2, seconds=time.perf_counter() - t0,
+                          damaged=damaged, notes=list(reader.notes))
 
 
 class LazyLatents:

@@ -14,6 +14,11 @@ length fields (no decompression), so seeking never decodes frames it does not ne
 Every malformed input raises ContainerError with a one-line message that says
 where (which part, which frame, at which byte offset). Nothing is pickled and
 no declared length is trusted before it is checked against the bytes present.
+
+A salvaging reader (`Reader.open(path, salvage=True)`, `salvage`, `salvage_file`) reads a damaged
+file instead of refusing it: it keeps every frame that passes all checks, re-finds frames after a
+damaged length field by scanning for the zstd magic, and reports the lost chunk ranges (`Damage`);
+docs/format.md, "Salvaging a damaged file", states what it assumes.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from m2lcodec.atomic import atomic_output
 __all__ = [
     "ContainerError",
     "DEFAULT_FRAME_CHUNKS",
+    "Damage",
     "FORMAT_MAJOR",
     "FORMAT_MINOR",
     "Header",
@@ -47,11 +53,15 @@ __all__ = [
     "default_quant_params",
     "pack",
     "read_file",
+    "salvage",
+    "salvage_file",
+    "Salvaged",
     "unpack",
     "write_file",
 ]
 
 MAGIC = b"M2L\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # first 4 bytes of every zstd frame (RFC 8878), so of every payload
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
 QUANTS = ("fp16", "int8")
@@ -380,6 +390,39 @@ class _FileSource:
         self._f.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    """Consecutive frames a salvaging Reader could not read: chunks [start_chunk, stop_chunk) are lost."""
+
+    first_frame: int
+    stop_frame: int  # exclusive
+    start_chunk: int
+    stop_chunk: int  # exclusive
+    reason: str  # one line: what was wrong and at which byte, e.g. "CRC mismatch at byte 2531"
+
+    @property
+    def frames_label(self) -> str:
+        """'frame 3' or 'frames 3-5'."""
+        last = self.stop_frame - 1
+        return f"frame {self.first_frame}" if last == self.first_frame else f"frames {self.first_frame}-{last}"
+
+
+@dataclasses.dataclass
+class _Run:
+    """Frames found back to back, each where the previous one's length field says the next begins
+    (the salvaging reader's unit of discovery; its frame indices are relative until it is placed)."""
+
+    start: int  # byte offset of the first frame (or of where one was expected)
+    gap_from: int  # byte offset where the unreadable bytes before it began (== start: none)
+    gap_problem: str  # what was wrong at gap_from
+    # (offset, chunks it holds or None if damaged in place, problem)
+    frames: list[tuple[int, int | None, str]] = dataclasses.field(default_factory=list)
+    end: int = 0  # byte offset after its last frame
+    # why it ended: "eof" (exactly at the end of the file), "last" (after the short last frame), "break",
+    # "none" (an empty run: nothing intact was found after the unreadable bytes)
+    stopped: str = ""
+
+
 class Reader:
     """Random-access .m2l reader that decodes only the frames a request touches.
 
@@ -390,21 +433,31 @@ class Reader:
 
         with Reader.open("song.m2l") as r:
             z = r.read_chunks(10, 20)   # (channels, 10, K, D) float32
+
+    With `salvage=True` a damaged file opens instead of raising (only a damaged preamble or header
+    still raises): every frame is checked at once, frames are re-found after damage, `damage` lists
+    the lost frames and chunks, `notes` any other damage or guess, and lost chunks read as zeros.
     """
 
-    def __init__(self, source: _BytesSource | _FileSource, name: str = "") -> None:
+    def __init__(self, source: _BytesSource | _FileSource, name: str = "", salvage: bool = False) -> None:
         self._src = source
         self._prefix = f"{name}: " if name else ""
         self._dctx = zstandard.ZstdDecompressor()
+        self.salvage = salvage
+        self.damage: list[Damage] = []
+        self.notes: list[str] = []
         try:
             self.version, self.header, data_start = self._parse_header()
-            self.frame_offsets = self._build_index(data_start)
+            if salvage:
+                self.frame_offsets: list[int | None] = self._salvage_index(data_start)
+            else:
+                self.frame_offsets = list(self._build_index(data_start))
         except BaseException:
             source.close()
             raise
 
     @classmethod
-    def open(cls, path: Path | str) -> Reader:
+    def open(cls, path: Path | str, salvage: bool = False) -> Reader:
         """Open a .m2l file; OSErrors (missing file, permissions) propagate unchanged."""
         f = open(path, "rb")  # noqa: SIM115 - owned by the Reader, closed by close()
         try:
@@ -412,17 +465,27 @@ class Reader:
         except BaseException:
             f.close()
             raise
-        return cls(source, str(path))
+        return cls(source, str(path), salvage)
 
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview, name: str = "") -> Reader:
+    def from_bytes(cls, data: bytes | bytearray | memoryview, name: str = "", salvage: bool = False) -> Reader:
         """Read .m2l data held in memory (`name` prefixes error messages, e.g. "standard input")."""
-        return cls(_BytesSource(data), name)
+        return cls(_BytesSource(data), name, salvage)
 
     @property
     def source_bytes(self) -> int:
         """Size of the whole .m2l file or buffer."""
         return self._src.size
+
+    @property
+    def lost_chunks(self) -> list[tuple[int, int]]:
+        """[start, stop) chunk ranges of the lost frames (empty unless salvaging a damaged file)."""
+        return [(d.start_chunk, d.stop_chunk) for d in self.damage]
+
+    @property
+    def damaged(self) -> bool:
+        """True when a salvaging reader found anything wrong (lost frames or other damage)."""
+        return bool(self.damage or self.notes)
 
     def __enter__(self) -> Reader:
         return self
@@ -533,6 +596,219 @@ class Reader:
             )
         return offsets
 
+    # -- salvage ---------------------------------------------------------------
+
+    def _frame_sizes(self) -> tuple[int, int, int]:
+        """(chunks in a full frame, chunks in the last frame, largest possible payload length)."""
+        h = self.header
+        last = h.num_chunks - (h.num_frames - 1) * h.frame_chunks if h.num_frames else 0
+        return h.frame_chunks, last, _zstd_bound(_frame_nbytes(h, h.frame_chunks))
+
+    def _probe(self, pos: int) -> tuple[int, int, int] | str:
+        """Check the frame at byte `pos` completely without knowing its index: (end offset, chunks it
+        holds, payload length) if it is a full frame or the file's last frame and passes every check,
+        else a short description of the first problem."""
+        size = self._src.size
+        full, last, bound = self._frame_sizes()
+        if pos + _FRAME_PREFIX.size > size:
+            return f"file ends at byte {size} inside a frame prefix"
+        length, crc = _FRAME_PREFIX.unpack(self._src.read_at(pos, _FRAME_PREFIX.size))
+        if length > bound:
+            return f"unreadable length field at byte {pos} (says {length} bytes)"
+        if pos + _FRAME_PREFIX.size + length > size:
+            return f"file ends at byte {size} inside the frame at byte {pos} (truncated)"
+        payload = self._src.read_at(pos + _FRAME_PREFIX.size, length)
+        if zlib.crc32(payload) != crc:
+            return f"CRC mismatch at byte {pos}"
+        try:
+            declared = zstandard.frame_content_size(payload)
+        except zstandard.ZstdError:
+            return f"not a zstd frame at byte {pos}"
+        chunks = {_frame_nbytes(self.header, n): n for n in (full, last)}.get(declared)
+        if chunks is None:
+            return f"zstd content size {declared} fits no frame, at byte {pos}"
+        try:
+            self._decode_payload(payload, -1, pos, chunks)
+        except ContainerError as exc:
+            return str(exc).removeprefix(self._prefix)
+        return pos + _FRAME_PREFIX.size + length, chunks, length
+
+    def _length_walk(self, pos: int, limit: int) -> tuple[list[int], int] | None:
+        """Follow the length fields of damaged frames from `pos`: if, within `limit` frames, they lead
+        exactly to an intact frame or to the end of the file, the damage did not change frame lengths:
+        return (offsets of the damaged frames, offset reached). Else None (a length field is damaged)."""
+        size = self._src.size
+        _, _, bound = self._frame_sizes()
+        hops: list[int] = []
+        while len(hops) < limit and pos + _FRAME_PREFIX.size <= size:
+            (length,) = _U32.unpack(self._src.read_at(pos, 4))
+            if length > bound or pos + _FRAME_PREFIX.size + length > size:
+                return None
+            hops.append(pos)
+            pos += _FRAME_PREFIX.size + length
+            if pos == size or not isinstance(self._probe(pos), str):
+                return hops, pos
+        return None
+
+    def _find_frame(self, start: int) -> int | None:
+        """Offset of the first frame at or after byte `start` that passes every check: a candidate is a
+        zstd magic 8 bytes after a plausible length field, confirmed by its CRC and decode."""
+        size = self._src.size
+        block = 1 << 20
+        at = start + _FRAME_PREFIX.size
+        while at + len(ZSTD_MAGIC) <= size:
+            buf = self._src.read_at(at, block + len(ZSTD_MAGIC) - 1)
+            i = buf.find(ZSTD_MAGIC)
+            while i >= 0:
+                if not isinstance(self._probe(at + i - _FRAME_PREFIX.size), str):
+                    return at + i - _FRAME_PREFIX.size
+                i = buf.find(ZSTD_MAGIC, i + 1)
+            at += block
+        return None
+
+    def _discover(self, data_start: int) -> list[_Run]:
+        """Walk the file from the first frame, re-finding frames after damage; runs of chained frames."""
+        size = self._src.size
+        frames_total = self.header.num_frames
+        _, last, _ = self._frame_sizes()
+        short_last = last != self.header.frame_chunks
+        run = _Run(start=data_start, gap_from=data_start, gap_problem="")
+        runs = [run]
+        pos = data_start
+        while True:
+            if pos == size:
+                run.end, run.stopped = pos, "eof"
+                break
+            if len(runs) == 1 and len(run.frames) == frames_total:  # the header's frame count is reached
+                run.end, run.stopped = pos, "break"
+                self.notes.append(f"{size - pos} unexpected bytes after the last frame, at byte {pos} (ignored)")
+                break
+            found = self._probe(pos)
+            if not isinstance(found, str):
+                end, chunks, _ = found
+                run.frames.append((pos, chunks, ""))
+                pos = end
+                if short_last and chunks == last:  # only the last frame is short: nothing follows it
+                    run.end, run.stopped = pos, "last"
+                    if pos < size:
+                        self.notes.append(
+                            f"{size - pos} unexpected bytes after the last frame, at byte {pos} (ignored)")
+                    break
+                continue
+            walked = self._length_walk(pos, max(frames_total - len(run.frames), 1))
+            if walked is not None:  # damaged in place: the length fields still chain
+                hops, pos = walked
+                for k, hop in enumerate(hops):
+                    problem = found if k == 0 else self._probe(hop)
+                    run.frames.append((hop, None, problem if isinstance(problem, str) else ""))
+                continue
+            run.end, run.stopped = pos, "break"
+            nxt = self._find_frame(pos + 1)
+            if nxt is None:
+                runs.append(_Run(start=size, gap_from=pos, gap_problem=found, end=size, stopped="none"))
+                break
+            run = _Run(start=nxt, gap_from=pos, gap_problem=found)
+            runs.append(run)
+            pos = nxt
+        return runs
+
+    def _place(self, runs: list[_Run]) -> list[int]:
+        """First frame index of each run (-1: cannot be placed). The first run starts right after the
+        header, so at frame 0. A later run follows unreadable bytes and the file stores no frame index:
+        it is placed by the short last frame when it holds it, else so that it ends with the file's last
+        frame when it ends exactly at the end of the file, else by its byte position (the unreadable
+        bytes before it divided by the median size of the intact frames; noted as a guess)."""
+        frames_total = self.header.num_frames
+        full, _, _ = self._frame_sizes()
+        sizes = sorted(
+            self._probe_size(off) for r in runs for off, chunks, _ in r.frames if chunks == full
+        )
+        typical = sizes[len(sizes) // 2] if sizes else _FRAME_PREFIX.size + _frame_nbytes(self.header, full)
+        anchors = [
+            frames_total - len(r.frames) if k > 0 and r.frames and r.stopped in ("eof", "last") else None
+            for k, r in enumerate(runs)
+        ]
+        firsts = [0]
+        nxt = len(runs[0].frames)
+        for k in range(1, len(runs)):
+            r = runs[k]
+            if not r.frames:
+                firsts.append(-1)
+                continue
+            upper = frames_total - sum(len(x.frames) for x in runs[k:])
+            need = 0
+            for j in range(k, len(runs)):  # leave room for the runs up to the next anchored one
+                if j > k and anchors[j] is not None:
+                    upper = min(upper, anchors[j] - need)
+                    break
+                need += len(runs[j].frames)
+            guess = nxt + round((r.start - runs[k - 1].end) / typical)
+            first = anchors[k] if anchors[k] is not None and nxt <= anchors[k] <= upper else \
+                min(max(guess, nxt), upper)
+            if first < nxt:
+                self.notes.append(f"{len(r.frames)} frames found at byte {r.start} do not fit the header's "
+                                  f"{frames_total} frames (ignored)")
+                firsts.append(-1)
+                continue
+            if anchors[k] is None or first != anchors[k]:
+                self.notes.append(f"the frames found at byte {r.start} after unreadable bytes were placed at frame "
+                                  f"{first} by their byte position (the file stores no frame index; a guess)")
+            firsts.append(first)
+            nxt = first + len(r.frames)
+        return firsts
+
+    def _probe_size(self, offset: int) -> int:
+        """Bytes taken by the frame at `offset` (prefix included), from its length field."""
+        return _FRAME_PREFIX.size + _U32.unpack(self._src.read_at(offset, 4))[0]
+
+    def _salvage_index(self, data_start: int) -> list[int | None]:
+        """Frame offsets (None: lost) of a possibly damaged file; fills `damage` and `notes`."""
+        h = self.header
+        runs = self._discover(data_start)
+        firsts = self._place(runs)
+        offsets: list[int | None] = [None] * h.num_frames
+        problems: dict[int, str] = {}
+        placed_end = 0  # frame index after the last placed run
+        for k, (r, first) in enumerate(zip(runs, firsts)):
+            if first < 0:
+                continue
+            if k > 0 and r.frames and first == placed_end:
+                self.notes.append(f"{r.start - r.gap_from} unreadable bytes at byte {r.gap_from} between two frames "
+                                  "(ignored; no frame lost)")
+            placed_end = first + len(r.frames)
+            for j, (off, chunks, problem) in enumerate(r.frames):
+                i = first + j
+                start, stop = h.frame_chunk_range(i)
+                if chunks == stop - start:
+                    offsets[i] = off
+                else:
+                    problems[i] = problem or \
+                        f"frame at byte {off} holds {chunks} chunks, frame {i} holds {stop - start}"
+        # frames in the gaps before a run (or at the end) were lost with the unreadable bytes there
+        for k, r in enumerate(runs):
+            if k == 0 or not r.gap_problem:
+                continue
+            if r.frames:
+                resync = f"; next intact frame found at byte {r.start}"
+            else:
+                resync = "" if "file ends" in r.gap_problem else "; no intact frame after it"
+            for i in range(h.num_frames):
+                if offsets[i] is None and i not in problems and \
+                        (firsts[k] < 0 or not r.frames or i < firsts[k]):
+                    problems[i] = r.gap_problem + resync
+        runs_lost = []
+        for i in range(h.num_frames):
+            if offsets[i] is not None:
+                continue
+            if runs_lost and runs_lost[-1][1] == i:
+                runs_lost[-1][1] = i + 1
+            else:
+                runs_lost.append([i, i + 1])
+        for a, b in runs_lost:
+            reason = problems.get(a, f"frame missing (the file ends at byte {self._src.size})")
+            self.damage.append(Damage(a, b, h.frame_chunk_range(a)[0], h.frame_chunk_range(b - 1)[1], reason))
+        return offsets
+
     # -- frames --------------------------------------------------------------
 
     @property
@@ -540,47 +816,60 @@ class Reader:
         """Number of frames in the file."""
         return len(self.frame_offsets)
 
-    def read_frame(self, index: int) -> np.ndarray:
-        """Decode frame `index` to float32 (channels, n, K, D), checking CRC, zstd and values."""
+    def _decode_payload(self, payload: bytes, index: int, pos: int, n_chunks: int) -> np.ndarray:
+        """zstd payload of frame `index` at byte `pos` -> float32 (channels, n_chunks, K, D), checking the
+        declared and actual sizes and the values."""
         header = self.header
-        start, stop = header.frame_chunk_range(index)
-        pos = self.frame_offsets[index]
-        length, crc = _FRAME_PREFIX.unpack(self._read_exact(pos, _FRAME_PREFIX.size, f"frame {index} prefix", index))
-        payload = self._read_exact(pos + _FRAME_PREFIX.size, length, f"frame {index}", index)
-        if zlib.crc32(payload) != crc:
-            raise self._error(f"corrupt frame {index} (CRC mismatch at byte {pos})", pos, index)
-        expected = _frame_nbytes(header, stop - start)
+        name = f"frame {index}" if index >= 0 else "frame"
+        expected = _frame_nbytes(header, n_chunks)
         try:
             declared = zstandard.frame_content_size(payload)
             if declared != expected:
                 raise self._error(
-                    f"corrupt frame {index} (zstd content size {declared}, expected {expected}, at byte {pos})",
+                    f"corrupt {name} (zstd content size {declared}, expected {expected}, at byte {pos})",
                     pos,
                     index,
                 )
             raw = self._dctx.decompress(payload, allow_extra_data=False)
         except zstandard.ZstdError as exc:
             reason = " ".join(str(exc).split())[:120]
-            raise self._error(f"corrupt frame {index} (zstd error at byte {pos}: {reason})", pos, index) from None
+            raise self._error(f"corrupt {name} (zstd error at byte {pos}: {reason})", pos, index) from None
         if len(raw) != expected:
             raise self._error(
-                f"corrupt frame {index} (decompressed to {len(raw)} bytes, expected {expected}, at byte {pos})",
+                f"corrupt {name} (decompressed to {len(raw)} bytes, expected {expected}, at byte {pos})",
                 pos,
                 index,
             )
-        shape = (header.channels, stop - start, header.num_latents, header.latent_dim)
+        shape = (header.channels, n_chunks, header.num_latents, header.latent_dim)
         x = _dequantise(header, raw, shape)
         if x is None:
-            raise self._error(f"corrupt frame {index} (invalid {header.quant} values at byte {pos})", pos, index)
+            raise self._error(f"corrupt {name} (invalid {header.quant} values at byte {pos})", pos, index)
         return x
 
+    def read_frame(self, index: int) -> np.ndarray:
+        """Decode frame `index` to float32 (channels, n, K, D), checking CRC, zstd and values."""
+        header = self.header
+        start, stop = header.frame_chunk_range(index)
+        pos = self.frame_offsets[index]
+        if pos is None:
+            damage = next(d for d in self.damage if d.first_frame <= index < d.stop_frame)
+            raise self._error(f"frame {index} is lost ({damage.reason})", None, index)
+        length, crc = _FRAME_PREFIX.unpack(self._read_exact(pos, _FRAME_PREFIX.size, f"frame {index} prefix", index))
+        payload = self._read_exact(pos + _FRAME_PREFIX.size, length, f"frame {index}", index)
+        if zlib.crc32(payload) != crc:
+            raise self._error(f"corrupt frame {index} (CRC mismatch at byte {pos})", pos, index)
+        return self._decode_payload(payload, index, pos, stop - start)
+
     def iter_frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (first_chunk, latents (channels, n, K, D)) for each frame in order."""
+        """Yield (first_chunk, latents (channels, n, K, D)) for each frame in order (salvaging: each
+        intact frame)."""
         for i in range(self.num_frames):
-            yield self.header.frame_chunk_range(i)[0], self.read_frame(i)
+            if self.frame_offsets[i] is not None:
+                yield self.header.frame_chunk_range(i)[0], self.read_frame(i)
 
     def read_chunks(self, start_chunk: int, stop_chunk: int) -> np.ndarray:
-        """Latents for chunks [start_chunk, stop_chunk) as float32 (channels, n, K, D)."""
+        """Latents for chunks [start_chunk, stop_chunk) as float32 (channels, n, K, D); a salvaging
+        reader gives zeros for the chunks of lost frames (see `damage`)."""
         h = self.header
         if not 0 <= start_chunk <= stop_chunk <= h.num_chunks:
             raise IndexError(
@@ -592,6 +881,9 @@ class Reader:
         for i in range(start_chunk // h.frame_chunks, (stop_chunk - 1) // h.frame_chunks + 1):
             f_start, f_stop = h.frame_chunk_range(i)
             lo, hi = max(f_start, start_chunk), min(f_stop, stop_chunk)
+            if self.salvage and self.frame_offsets[i] is None:
+                out[:, lo - start_chunk : hi - start_chunk] = 0.0
+                continue
             out[:, lo - start_chunk : hi - start_chunk] = self.read_frame(i)[:, lo - f_start : hi - f_start]
         return out
 
@@ -610,3 +902,30 @@ def read_file(path: Path | str) -> tuple[Header, np.ndarray]:
     """Read a whole .m2l file; errors name the file."""
     with Reader.open(path) as reader:
         return reader.header, reader.read_all()
+
+
+@dataclasses.dataclass(frozen=True)
+class Salvaged:
+    """What a damaged .m2l file still holds: the latents with lost chunks as zeros, and the damage."""
+
+    header: Header
+    latents: np.ndarray  # (channels, T, K, D) float32
+    damage: list[Damage]  # lost frames and chunks, in order
+    notes: list[str]  # other damage (unexpected bytes) and frame indices that were guessed
+
+    @property
+    def lost_chunks(self) -> list[tuple[int, int]]:
+        """[start, stop) chunk ranges whose latents are lost (zeros in `latents`)."""
+        return [(d.start_chunk, d.stop_chunk) for d in self.damage]
+
+
+def salvage(data: bytes | bytearray | memoryview) -> Salvaged:
+    """Read damaged .m2l bytes as far as they can be read; only a damaged preamble or header raises."""
+    with Reader.from_bytes(data, salvage=True) as reader:
+        return Salvaged(reader.header, reader.read_all(), list(reader.damage), list(reader.notes))
+
+
+def salvage_file(path: Path | str) -> Salvaged:
+    """`salvage` for a file; errors name the file."""
+    with Reader.open(path, salvage=True) as reader:
+        return Salvaged(reader.header, reader.read_all(), list(reader.damage), list(reader.notes))

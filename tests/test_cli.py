@@ -4,6 +4,8 @@ temporary output, and the input untouched)."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import shutil
@@ -18,7 +20,8 @@ from typer.testing import CliRunner
 
 from conftest import file_digest, tree_listing
 from m2lcodec.cli import app
-from m2lcodec.container import Reader
+from m2lcodec import spectral
+from m2lcodec.container import Reader, write_file
 from m2lcodec.model import Music2Latent2, get_config
 
 M2L_SCRIPT = Path(sys.executable).with_name("m2lcodec")
@@ -576,3 +579,101 @@ def test_pipe_input_errors(work, tiny_weights):
     assert not (work / "x.wav").exists()
     p = subprocess.run(_cmd("compress", work, "-", *m), capture_output=True, env=_env(), timeout=120)
     assert p.returncode == 1 and b"cannot be piped" in p.stderr and p.stdout == b""
+
+
+# -- damaged files: decompress --salvage (issue 11) ------------------------------------------------------------
+
+CHUNK, PAD = spectral.CHUNK_SAMPLES, spectral.PAD_LEFT
+
+
+@pytest.fixture(scope="module")
+def framed_m2l(tmp_path_factory, tiny_weights, stereo_wav) -> Path:
+    """The stereo clip (2.5 s, 4 chunks) as .m2l with one chunk per frame: 4 frames to damage one by one."""
+    from m2lcodec.codec import load_codec
+
+    codec = load_codec(tiny_weights, device="cpu")
+    x, sr = sf.read(stereo_wav, dtype="float32", always_2d=True)
+    z = codec.encode(x.T, sr)
+    header = dataclasses.replace(codec.make_header(z, x.shape[0], sr, "int8", 0, None), frame_chunks=1)
+    path = tmp_path_factory.mktemp("framed") / "framed.m2l"
+    write_file(path, header, z)
+    return path
+
+
+def _damaged(data: bytes, kind: str) -> bytes:
+    """Frame 1 overwritten with random bytes after its 8-byte prefix ("payload") or length field included
+    ("prefix"), or the file cut in the middle of frame 2 ("truncated")."""
+    with Reader.from_bytes(data) as r:
+        off = r.frame_offsets
+    if kind == "truncated":
+        return data[: off[2] + 100]
+    b = bytearray(data)
+    at = off[1] + (8 if kind == "payload" else 0)
+    b[at : off[2]] = np.random.default_rng(7).bytes(off[2] - at)
+    return bytes(b)
+
+
+def _int16(path: Path) -> np.ndarray:
+    y, sr = sf.read(path, dtype="int16", always_2d=True)
+    assert sr == 44100
+    return y
+
+
+@pytest.mark.parametrize("kind", ["payload", "prefix", "truncated"])
+def test_salvage_damaged_file(kind, work, framed_m2l, tiny_weights):
+    """Plain decompress refuses a damaged file (one line, no output); --salvage writes the original length,
+    names the damaged range on stderr and exits 3; before the damage the samples are the clean decode's,
+    after it those of a ranged decode warming up on the first intact chunk; verify flags the file."""
+    m = model_args(tiny_weights)
+    out = work / "out"
+    assert cli("decompress", framed_m2l, out / "clean.wav", *m).code == 0
+    clean = _int16(out / "clean.wav")
+    bad = work / "bad.m2l"
+    bad.write_bytes(_damaged(framed_m2l.read_bytes(), kind))
+    before = tree_listing(out)
+    assert_one_line_error(cli("decompress", bad, out / "x.wav", *m), "truncated" if kind == "truncated" else "frame 1")
+    assert tree_listing(out) == before
+    r = cli("decompress", bad, out / "s.wav", *m, "--salvage")
+    assert r.code == 3 and "Traceback" not in r.all, r.all
+    salvaged = _int16(out / "s.wav")
+    assert salvaged.shape == clean.shape == (sf.info(work / "stereo44.wav").frames, 2)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("damaged:")]
+    gap = (1 if kind != "truncated" else 2) * CHUNK - PAD  # where the first lost chunk's frames begin
+    np.testing.assert_array_equal(salvaged[:gap], clean[:gap])
+    if kind == "truncated":  # frames 2 and 3 lost: silence to the end
+        assert len(lines) == 1 and lines[0].startswith("damaged: 1.45-2.50 s (frames 2-3; "), r.stderr
+        assert "truncated" in lines[0]
+        assert not salvaged[gap:].any()
+    else:
+        assert len(lines) == 1 and lines[0].startswith("damaged: 0.71-1.49 s (frame 1; "), r.stderr
+        assert not salvaged[gap : 2 * CHUNK].any()
+        start = 3 * CHUNK - PAD  # a ranged decode from here warms up on chunk 2, the first intact one
+        r = cli("decompress", framed_m2l, out / "ranged.wav", *m, "--start", repr(start / 44100))
+        assert r.code == 0, r.all
+        np.testing.assert_array_equal(salvaged[start:], _int16(out / "ranged.wav"))
+    r = cli("verify", framed_m2l, bad)
+    assert r.code == 1, r.all
+    ok, damaged = r.stdout.strip().splitlines()
+    assert ok.startswith("ok") and damaged.startswith("DAMAGED") and "bad.m2l" in damaged
+    assert f"decompress --salvage keeps {2 if kind == 'truncated' else 3} of 4 frames" in damaged
+    r = cli("decompress", framed_m2l, out / "intact.wav", *m, "--salvage")  # nothing to salvage: exit 0
+    assert r.code == 0 and "damaged" not in r.all, r.all
+    np.testing.assert_array_equal(_int16(out / "intact.wav"), clean)
+
+
+def test_salvage_through_pipes_exits_3(work, framed_m2l, tiny_weights):
+    """The real script: `cat bad.m2l | m2lcodec decompress --salvage - -` streams a WAV of the original
+    length, puts the damaged range (one line) and the summary on stderr, and exits 3."""
+    m = model_args(tiny_weights)
+    data = _damaged(framed_m2l.read_bytes(), "prefix")
+    p = subprocess.run(_cmd("decompress", "--salvage", "-", "-", *m), input=data, capture_output=True, env=_env(),
+                       timeout=120)
+    assert p.returncode == 3, p.stderr
+    err = p.stderr.decode()
+    lines = [line for line in err.splitlines() if "damaged" in line]
+    assert len(lines) == 1 and lines[0].startswith("damaged: 0.71-1.49 s (frame 1; unreadable length field"), err
+    assert "Traceback" not in err and "kbps" in err
+    y, sr = sf.read(io.BytesIO(p.stdout), dtype="int16", always_2d=True)
+    assert (sr, y.shape) == (44100, (sf.info(work / "stereo44.wav").frames, 2))
+    p = subprocess.run(_cmd("decompress", "-", "-", *m), input=data, capture_output=True, env=_env(), timeout=120)
+    assert p.returncode == 1 and p.stdout == b"" and p.stderr.decode().count("\n") == 1

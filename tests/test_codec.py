@@ -7,6 +7,7 @@ plumbing, which is the same whatever the weights.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import shutil
@@ -19,7 +20,8 @@ from conftest import file_digest, music_like
 from m2lcodec import spectral
 from m2lcodec.audio import AudioError, resample
 from m2lcodec.codec import ModelMismatchError, load_codec, model_length
-from m2lcodec.container import ContainerError, Reader, unpack
+from m2lcodec.container import ContainerError, Reader, unpack, write_file
+from m2lcodec.salvage import DamagedRange, gap_sample, restart_sample
 from m2lcodec.atomic import OutputExistsError
 
 
@@ -186,6 +188,93 @@ def test_ranged_decompress_file(codec, stereo_wav, tmp_path):
     with pytest.raises(ValueError, match="outside the file"):
         codec.decompress_file(m2l, tmp_path / "late.wav", start=100.0)
     assert not (tmp_path / "late.wav").exists()
+
+
+# -- decoding with lost chunks (decompress --salvage) ---------------------------------------------
+
+def warm_start(chunk: int, sr: int) -> int:
+    """First output sample of a ranged decode (--start) that warms up on `chunk`: its own start lies in
+    the next chunk, and at other rates 2048 model samples (the resampler's margin) later still."""
+    m = (chunk + 1) * spectral.CHUNK_SAMPLES - spectral.PAD_LEFT
+    if sr != 44100:
+        m += 2048 + 147
+    return math.ceil(m * sr / 44100)
+
+
+@pytest.fixture(scope="module")
+def mono48_long(codec):
+    """Mono 48 kHz, 3.5 s (5 chunks: room for a ranged decode after a lost chunk 1) and its latents."""
+    y = music_like(3.5, 48000, 1, seed=5)
+    return (y, 48000), codec.encode(y, 48000)
+
+
+@pytest.mark.parametrize("sigma_cond", [0.4, 0.0])
+@pytest.mark.parametrize("which", ["stereo44", "mono48"])
+def test_decode_with_lost_chunks(codec, stereo_audio, stereo_latents, mono48_long, which, sigma_cond):
+    """Chunk 1 lost: before it the decode is the undamaged one (bit for bit at 44.1 kHz; at other rates the
+    resampler's filter reaches a little into the samples before the gap), its time is silence, then the
+    decode restarts on chunk 2 exactly as a ranged decode warming up on chunk 2 does."""
+    (x, sr), z = (stereo_audio, stereo_latents) if which == "stereo44" else mono48_long
+    n = x.shape[1]
+    damaged = z.copy()
+    damaged[:, 1] = 0.0  # what a salvaging reader gives for lost chunks: never decoded
+    clean = codec.decode(z, n, sr, seed=2, sigma_cond=sigma_cond)
+    salvaged = codec.decode(damaged, n, sr, seed=2, sigma_cond=sigma_cond, lost=[(1, 2)])
+    assert salvaged.shape == clean.shape == x.shape
+    gap, restart = gap_sample(1, sr), restart_sample(2, sr)[1]
+    reach = 0 if sr == 44100 else 200  # output samples of the resampler's filter next to the gap
+    np.testing.assert_array_equal(salvaged[:, : gap - reach], clean[:, : gap - reach])
+    np.testing.assert_allclose(salvaged[:, gap - reach : gap], clean[:, gap - reach : gap], atol=1e-3)
+    assert not salvaged[:, gap:restart].any()
+    start = warm_start(2, sr)
+    assert start < n
+    ranged = codec.decode(z, n, sr, seed=2, sigma_cond=sigma_cond, start=start / sr)
+    np.testing.assert_array_equal(salvaged[:, start:], ranged)
+    assert np.isfinite(salvaged).all() and np.abs(salvaged[:, restart:start]).max() > 0  # the warm-up chunk
+    # a range of a salvaged decode is that range of the whole one
+    part = codec.decode(damaged, n, sr, seed=2, sigma_cond=sigma_cond, lost=[(1, 2)], start=0.5, duration=1.0)
+    a = round(0.5 * sr)
+    np.testing.assert_array_equal(part[:, : gap - a - reach], salvaged[:, a : gap - reach])
+    assert not part[:, gap - a : restart - a].any()
+
+
+def test_decode_with_lost_first_and_last_chunks(codec, stereo_audio, stereo_latents):
+    x, sr = stereo_audio
+    n, z = x.shape[1], stereo_latents
+    salvaged = codec.decode(z, n, sr, seed=2, lost=[(0, 1), (3, 4)])
+    assert salvaged.shape == x.shape
+    assert not salvaged[:, : restart_sample(1, sr)[1]].any() and not salvaged[:, gap_sample(3, sr) :].any()
+    ranged = codec.decode(z, n, sr, seed=2, start=warm_start(1, sr) / sr)
+    stop = gap_sample(3, sr)
+    np.testing.assert_array_equal(salvaged[:, warm_start(1, sr) : stop], ranged[:, : stop - warm_start(1, sr)])
+    assert not codec.decode(z, n, sr, lost=[(0, 4)]).any()
+
+
+def test_decompress_file_salvage(codec, stereo_audio, tmp_path):
+    """A file of 4 one-chunk frames with frame 1 overwritten: refused without salvage (no output left),
+    salvaged with it: the original length, silence for frame 1, the damage in the stats."""
+    x, sr = stereo_audio
+    z = codec.encode(x, sr)
+    header = dataclasses.replace(codec.make_header(z, x.shape[1], sr, "int8", 5, None), frame_chunks=1)
+    good, bad = tmp_path / "good.m2l", tmp_path / "bad.m2l"
+    write_file(good, header, z)
+    with Reader.open(good) as r:
+        offsets = r.frame_offsets
+    data = bytearray(good.read_bytes())
+    data[offsets[1] + 8 : offsets[2]] = np.random.default_rng(0).bytes(offsets[2] - offsets[1] - 8)
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ContainerError, match="corrupt frame 1"):
+        codec.decompress_file(bad, tmp_path / "refused.wav")
+    assert not (tmp_path / "refused.wav").exists()
+    st = codec.decompress_file(bad, tmp_path / "out.wav", salvage=True)
+    assert st.damaged == [DamagedRange(gap_sample(1, sr), restart_sample(2, sr)[1], sr, "frame 1",
+                                       f"CRC mismatch at byte {offsets[1]}")] and st.notes == []
+    assert st.damaged[0].describe() == f"damaged: 0.71-1.49 s (frame 1; CRC mismatch at byte {offsets[1]})"
+    y, out_sr = sf.read(str(tmp_path / "out.wav"), dtype="int16", always_2d=True)
+    assert out_sr == sr and y.shape == x.T.shape
+    assert not y[gap_sample(1, sr) : restart_sample(2, sr)[1]].any()
+    clean = codec.decompress_file(good, tmp_path / "clean.wav", salvage=True)  # an intact file: no report
+    assert clean.damaged == [] and clean.notes == []
 
 
 # -- bytes ----------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The package's import graph runs strictly downward (issue 12; README "Layout"):
-cli -> bench / train -> codec -> model | container | audio | weights | data | losses -> spectral | schedule |
-modules | metrics -> version | atomic. Read from the source with ast, so lazy imports inside functions count."""
+cli -> bench / train -> codec -> model | salvage | container | audio | weights | data | losses -> spectral |
+schedule | modules | metrics -> version | atomic. Read from the source with ast, so lazy imports inside
+functions count."""
 
 import ast
 from pathlib import Path
@@ -11,7 +12,7 @@ PACKAGE = Path(m2lcodec.__file__).parent
 LAYERS = [
     {"version", "atomic"},
     {"spectral", "schedule", "modules", "metrics"},
-    {"model", "baselines"},
+    {"model", "baselines", "salvage"},
     {"container", "audio", "weights", "losses"},
     {"data", "codec"},
     {"train", "bench"},
