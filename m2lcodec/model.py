@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from m2lcodec import schedule
-from m2lcodec.modules import DePatchifier, NoiseEmbedding, Patchifier, TransformerBlock, zero_biases
+from m2lcodec.modules import (DePatchifier, NoiseEmbedding, Patchifier, TransformerBlock, widen_resampling_weight,
+                              zero_biases)
 from m2lcodec.spectral import CHUNK_FRAMES, FREQ_BINS
 
 
@@ -43,6 +44,7 @@ class ModelConfig:
     latent_dim: int = 64
     noise_channels: int = 256
     latent_direct_path: bool = True  # remedy for encoder collapse: all K latents added to every decoder token
+    resample_overlap: bool = False  # resampling convs with kernel 2x stride (modules.py): no per-token blocks
 
     def __post_init__(self) -> None:
         if not (len(self.channels) == len(self.blocks) == len(self.down) + 1):
@@ -125,7 +127,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.freq_scale = FrequencyScaling()
-        self.patchifier = Patchifier(cfg.in_channels, cfg.channels, cfg.blocks, cfg.stem, cfg.down)
+        self.patchifier = Patchifier(cfg.in_channels, cfg.channels, cfg.blocks, cfg.stem, cfg.down,
+                                     overlap=cfg.resample_overlap)
         self.proj_in = zero_biases(nn.Linear(cfg.channels[-1], cfg.width))
         self.pos = nn.Parameter(torch.randn(1, cfg.tokens, cfg.width) * 0.02)
         self.latent_tokens = nn.Parameter(torch.randn(1, cfg.num_latents, cfg.width) * 0.02)
@@ -162,7 +165,7 @@ class Decoder(nn.Module):
             TransformerBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth_decoder))
         self.norm_out = nn.LayerNorm(cfg.width)
         self.proj_out = nn.Linear(cfg.width, cfg.channels[-1])
-        self.depatchifier = DePatchifier(cfg.channels, cfg.blocks, cfg.stem, cfg.down)
+        self.depatchifier = DePatchifier(cfg.channels, cfg.blocks, cfg.stem, cfg.down, overlap=cfg.resample_overlap)
 
     def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
         b = z.shape[0]
@@ -193,7 +196,8 @@ class ConsistencyModel(nn.Module):
         self.noise_embed = NoiseEmbedding(cond, cfg.noise_channels)
         self.freq_scale_in = FrequencyScaling()
         self.freq_scale_out = FrequencyScaling()
-        self.patchifier = Patchifier(cfg.in_channels, cfg.channels, cfg.blocks, cfg.stem, cfg.down, cond)
+        self.patchifier = Patchifier(cfg.in_channels, cfg.channels, cfg.blocks, cfg.stem, cfg.down, cond,
+                                     overlap=cfg.resample_overlap)
         self.proj_in = zero_biases(nn.Linear(cfg.channels[-1], cfg.width))
         self.pos = nn.Parameter(torch.randn(1, cfg.tokens, cfg.width) * 0.02)
         self.segment = nn.Parameter(torch.randn(2, cfg.width) * 0.02)  # which chunk of the pair
@@ -201,7 +205,8 @@ class ConsistencyModel(nn.Module):
             TransformerBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cond) for _ in range(cfg.depth_cm))
         self.norm_out = nn.LayerNorm(cfg.width)
         self.proj_out = nn.Linear(cfg.width, cfg.channels[-1])
-        self.depatchifier = DePatchifier(cfg.channels, cfg.blocks, cfg.stem, cfg.down, cfg.in_channels, cond)
+        self.depatchifier = DePatchifier(cfg.channels, cfg.blocks, cfg.stem, cfg.down, cfg.in_channels, cond,
+                                         overlap=cfg.resample_overlap)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         """x (B, n, 2, 1024, 64), sigma (B, n), features per level for the B*n chunks (row-major)."""
@@ -244,6 +249,20 @@ class Music2Latent2(nn.Module):
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         return self.cm(x, sigma, features)
+
+    def load_widened(self, state: dict[str, torch.Tensor]) -> None:
+        """Load the state of the same architecture without `resample_overlap` into this model (which has
+        it): each resampling layer's weights go to the middle taps of its wider kernel, so the model
+        computes exactly what the old one did (fine-tuning a shipped model onto the new geometry)."""
+        if not self.config.resample_overlap:
+            raise ValueError("load_widened needs a model with resample_overlap=True")
+        state = dict(state)
+        for name, module in self.named_modules():
+            key = f"{name}.weight"
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and key in state \
+                    and state[key].shape != module.weight.shape:
+                state[key] = widen_resampling_weight(state[key], module.stride)
+        self.load_state_dict(state)
 
     def param_counts(self) -> dict[str, int]:
         counts = {name: sum(p.numel() for p in getattr(self, name).parameters())

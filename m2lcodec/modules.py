@@ -4,6 +4,13 @@ Conv block as in Music2Latent: GroupNorm -> SiLU -> conv3x3 -> GroupNorm (scale/
 when conditioned) -> SiLU -> conv3x3 (zero-initialised) -> residual. Resolution changes between levels
 use non-overlapping strided convolutions (kernel = stride = factor), and their transposes going up.
 Transformer blocks are pre-LN; conditioned ones use adaLN-Zero (shift, scale, gate per token).
+
+With `overlap=True` every resampling layer (stem, downs, ups, head) has a kernel twice its stride
+(padding stride/2; 3 with padding 1 for stride 1), so neighbouring patches overlap. Non-overlapping
+layers build every coarse token's patch on its own, which showed up in the decoded audio as a level
+pattern repeating every token (16 frames in `small`) and at chunk edges (docs/architecture.md,
+"Resampling overlap"). `widen_resampling_weight` maps a non-overlapping layer's weights onto the
+overlapping geometry so that both compute the same function (fine-tuning starts from the old model).
 """
 
 from __future__ import annotations
@@ -73,6 +80,36 @@ class ConvBlock(nn.Module):
         return x + self.conv2(F.silu(h))
 
 
+def resampling_geometry(stride: int, overlap: bool) -> tuple[int, int, int]:
+    """(kernel, padding, offset of the non-overlapping taps) of one dimension of a resampling layer."""
+    if not overlap:
+        return stride, 0, 0
+    if stride == 1:
+        return 3, 1, 1
+    if stride % 2:
+        raise ValueError(f"overlapping resampling needs even strides or 1, got {stride}")
+    return 2 * stride, stride // 2, stride // 2
+
+
+def resampling_conv(cin: int, cout: int, stride: tuple[int, int], overlap: bool, transpose: bool = False) -> nn.Module:
+    """Strided conv (down) or transposed conv (up) by `stride`, output size exactly input size / or x stride."""
+    geo = [resampling_geometry(s, overlap) for s in stride]
+    kernel, padding = tuple(g[0] for g in geo), tuple(g[1] for g in geo)
+    cls = nn.ConvTranspose2d if transpose else nn.Conv2d
+    return cls(cin, cout, kernel_size=kernel, stride=stride, padding=padding)
+
+
+def widen_resampling_weight(weight: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """Weights of a non-overlapping resampling layer (kernel = stride) placed into the overlapping
+    layer's kernel (zeros elsewhere): the same output for conv and transposed conv alike, since in both
+    the overlapping layer's tap k + offset meets the position tap k met (the padding equals the offset)."""
+    geo = [resampling_geometry(s, True) for s in stride]
+    out = weight.new_zeros(*weight.shape[:2], geo[0][0], geo[1][0])
+    (_, _, off_f), (_, _, off_t) = geo
+    out[..., off_f:off_f + stride[0], off_t:off_t + stride[1]] = weight
+    return out
+
+
 class Patchifier(nn.Module):
     """Spectrogram chunk -> coarse feature grid, through resolution levels of conv blocks.
 
@@ -81,13 +118,14 @@ class Patchifier(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], blocks: tuple[int, ...],
-                 stem: tuple[int, int], down: tuple[tuple[int, int], ...], cond_dim: int | None = None) -> None:
+                 stem: tuple[int, int], down: tuple[tuple[int, int], ...], cond_dim: int | None = None,
+                 overlap: bool = False) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(in_channels, channels[0], kernel_size=stem, stride=stem)
+        self.stem = resampling_conv(in_channels, channels[0], stem, overlap)
         self.levels = nn.ModuleList(
             nn.ModuleList(ConvBlock(c, cond_dim) for _ in range(n)) for c, n in zip(channels, blocks))
         self.downs = nn.ModuleList(
-            nn.Conv2d(channels[i], channels[i + 1], kernel_size=f, stride=f) for i, f in enumerate(down))
+            resampling_conv(channels[i], channels[i + 1], f, overlap) for i, f in enumerate(down))
         zero_biases(self)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
@@ -115,16 +153,16 @@ class DePatchifier(nn.Module):
 
     def __init__(self, channels: tuple[int, ...], blocks: tuple[int, ...], stem: tuple[int, int],
                  down: tuple[tuple[int, int], ...], out_channels: int | None = None,
-                 cond_dim: int | None = None) -> None:
+                 cond_dim: int | None = None, overlap: bool = False) -> None:
         super().__init__()
         self.levels = nn.ModuleList(
             nn.ModuleList(ConvBlock(c, cond_dim) for _ in range(n)) for c, n in zip(channels, blocks))
         self.ups = nn.ModuleList(
-            nn.ConvTranspose2d(channels[i + 1], channels[i], kernel_size=f, stride=f) for i, f in enumerate(down))
+            resampling_conv(channels[i + 1], channels[i], f, overlap, transpose=True) for i, f in enumerate(down))
         self.head = None
         if out_channels is not None:
             self.head_norm = nn.GroupNorm(group_count(channels[0]), channels[0])
-            self.head = nn.ConvTranspose2d(channels[0], out_channels, kernel_size=stem, stride=stem)
+            self.head = resampling_conv(channels[0], out_channels, stem, overlap, transpose=True)
         zero_biases(self)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None,

@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,8 @@ class TrainConfig:
     #                         at lr 2e-4 collapsed small-v6 at step ~3430 (docs/training.md, "Stability")
     best_metric: str = "pair_mel@0"  # validation metric (lower is better) whose best step is kept as best.pt
     init_weights: str = ""  # fine-tune: start model and EMA from this weights file (step 0, fresh optimiser)
+    widen_resampling: bool = False  # fine-tune: give the init model overlapping resampling convs, starting
+    #                                 from the same function (ModelConfig.resample_overlap, Music2Latent2.load_widened)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -380,9 +382,15 @@ class Trainer:
             from m2lcodec.weights import load_model
 
             init, info = load_model(cfg.init_weights)
-            if model_config is not None and model_config != info.config:
+            init_config = info.config
+            if cfg.widen_resampling and not init_config.resample_overlap:
+                init_config = replace(init_config, resample_overlap=True)
+                widened = Music2Latent2(init_config)
+                widened.load_widened(init.state_dict())
+                init = widened
+            if model_config is not None and model_config != init_config:
                 raise ValueError(f"{cfg.init_weights} has another model config than the one asked for")
-            self.model_config = info.config
+            self.model_config = init_config
             self.model = init.train().to(self.device)
         else:
             self.model_config = model_config or get_config(cfg.preset)

@@ -1,5 +1,7 @@
 """Music2Latent2 network properties (m2lcodec.model)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -22,9 +24,10 @@ def randomise(model: Music2Latent2, scale: float = 0.05) -> Music2Latent2:
     return model
 
 
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_shapes_every_preset(name):
-    cfg = get_config(name)
+def test_shapes_every_preset(name, overlap):
+    cfg = dataclasses.replace(get_config(name), resample_overlap=overlap)
     with torch.device("meta"):
         model = Music2Latent2(cfg)
         x = torch.empty(2, 2, 2, 1024, 64)
@@ -133,3 +136,26 @@ def test_per_chunk_modulation_equals_per_token():
     x, cond = torch.randn(3, 20, 32), torch.randn(3, 2, 16)
     per_token = cond[:, :, None].expand(-1, -1, 10, -1).reshape(3, 20, 16)
     torch.testing.assert_close(block(x, None, cond), block(x, None, per_token))
+
+
+def test_widened_model_computes_what_the_old_one_did():
+    """Fine-tuning onto overlapping resampling starts from the very same function."""
+    old = randomise(tiny())
+    new = Music2Latent2(dataclasses.replace(old.config, resample_overlap=True)).eval()
+    new.load_widened(old.state_dict())
+    assert new.cm.patchifier.stem.weight.shape[-2:] == (8, 4)  # stride (4, 2) -> kernel (8, 4)
+    torch.manual_seed(3)
+    x = torch.randn(2, 2, 2, 1024, 64)
+    sigma = torch.tensor([[0.4, 80.0], [1.0, 5.0]])
+    with torch.no_grad():
+        z_old, z_new = old.encode(x.flatten(0, 1)), new.encode(x.flatten(0, 1))
+        assert torch.allclose(z_old, z_new, atol=1e-6)
+        f_old, f_new = old.decoder_features(z_old), new.decoder_features(z_old)
+        for a, b in zip(f_old, f_new):
+            assert torch.allclose(a, b, atol=1e-5)
+        assert torch.allclose(old.denoise(x, sigma, f_old), new.denoise(x, sigma, f_new), atol=1e-5)
+        # and the new taps are live: perturbing them changes the output
+        new.cm.depatchifier.head.weight[..., 0, 0].add_(0.5)
+        assert not torch.allclose(old.denoise(x, sigma, f_old), new.denoise(x, sigma, f_new), atol=1e-3)
+    with pytest.raises(ValueError):
+        tiny().load_widened(old.state_dict())

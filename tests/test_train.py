@@ -455,3 +455,34 @@ def test_best_checkpoint_kept_only_when_metric_improves(music_dir, tmp_path):
     # best.pt is a full checkpoint: export reads it
     export_weights(run / "best.pt", tmp_path / "w.safetensors")
     assert load_model(tmp_path / "w.safetensors")[1].metadata["step"] == "7"
+
+
+def test_fine_tune_with_widened_resampling(music_dir, tmp_path):
+    """widen_resampling: the run starts from the init weights' function on the overlapping geometry,
+    trains, resumes (same config on both sides) and exports a model that loads with it."""
+    from m2lcodec.weights import save_weights
+
+    torch.manual_seed(0)
+    init = Music2Latent2(get_config("tiny")).eval()
+    path = tmp_path / "init.safetensors"
+    save_weights(path, init.config, init.state_dict())
+    init, _ = load_model(path)  # the fp16-rounded weights the trainer sees
+    run = tmp_path / "run"
+    cfg = tiny_cfg(steps=4, init_weights=str(path), widen_resampling=True)
+    trainer = Trainer(cfg, music_dir, run, device="cpu")
+    assert trainer.model_config.resample_overlap and not init.config.resample_overlap
+    x = torch.randn(2, 2, 1024, 64)
+    with torch.no_grad():
+        z = init.encode(x)
+        assert torch.allclose(trainer.model.eval().encode(x), z, atol=1e-5)
+        sigma = torch.full((2, 1), 80.0)
+        assert torch.allclose(trainer.model.denoise(x[:, None], sigma, trainer.model.decoder_features(z)),
+                              init.denoise(x[:, None], sigma, init.decoder_features(z)), atol=1e-4)
+    trainer.fit(until=2)
+    resumed = Trainer(cfg, music_dir, run, device="cpu")
+    assert resumed.resume() and resumed.step == 2
+    resumed.fit()
+    out = tmp_path / "w.safetensors"
+    export_weights(run / "checkpoint.pt", out)
+    model, info = load_model(out)
+    assert info.config.resample_overlap
