@@ -34,6 +34,7 @@ def _load(name: str) -> ModuleType:
 
 sigma_cond = _load("sigma_cond")
 seams = _load("seams")
+compare_models = _load("compare_models")
 
 
 def sines(seconds: float, seed: int = 0, channels: int = 1) -> np.ndarray:
@@ -170,6 +171,27 @@ def test_seams_run(codec, clips_dir: Path, tmp_path: Path, monkeypatch) -> None:
             assert m["seams"] == 2 and m["flux_ratio"] is not None and m["level_jump_ratio"] is not None
     # the original's ratios are the reference for a stationary signal
     assert 0.8 < report["mean"]["original"]["flux_ratio"] < 1.25
+
+
+def test_compare_models_scores_the_real_codec(codec, clips_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Two weights files (here the same tiny codec twice) through compress/decompress: same bytes, same
+    scores, every measure present; a clip not at 44.1 kHz is refused in one line."""
+    import m2lcodec
+
+    monkeypatch.setattr(m2lcodec, "load_codec", lambda *a, **k: codec)
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.wav").write_bytes((clips_dir / "a.wav").read_bytes())
+    out = tmp_path / "cmp.json"
+    compare_models.main(["--clips", str(one), "--model", "x=w1", "--model", "y=w2", "--no-opus", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["mean"]) == {"x", "y"} and report["clips"] == ["a.wav"]
+    assert report["per_clip"]["x"] == report["per_clip"]["y"]  # deterministic decode
+    row = report["per_clip"]["x"]["a.wav"]
+    assert set(row) == set(compare_models.MEASURES)
+    assert 0 < row["kbps"] < 20 and row["mel_distance"] > 0 and row["jump_ratio"] > 0
+    with pytest.raises(SystemExit, match="44.1 kHz"):
+        compare_models.main(["--clips", str(clips_dir), "--no-opus", "--out", str(out)])
 
 
 def test_periodic_level_error() -> None:

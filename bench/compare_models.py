@@ -1,0 +1,88 @@
+"""Weights files side by side through the real codec, next to Opus, on the issue's measures.
+
+Every clip (mono by default) goes through `Codec.compress` (int8 .m2l bytes, the weights file's own
+sigma_cond) and `Codec.decompress`, exactly what `m2lcodec compress` / `decompress` do; the one decode
+is scored by ViSQOL, log-mel distance (`metrics.mel_distance`), the chunk-periodic level error above
+4 kHz and the seam level-jump ratio (bench/seams.py). Opus 6 and 12 kbps get the same measures in the
+same run (Opus has no chunk grid: its periodic error is the floor the issue compares with).
+
+    python bench/compare_models.py --clips ~/bench-clips --count 5 \\
+        --model shipped=m2lcodec/weights/default.safetensors --model v8=/root/runs/v8/ema.safetensors \\
+        --out /root/compare.json
+
+Prints a markdown table (means over clips; per-clip values in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seams import boundary_positions, level_jump_ratio, periodic_level_error  # noqa: E402
+
+from m2lcodec import metrics  # noqa: E402
+from m2lcodec.audio import read_audio  # noqa: E402
+from m2lcodec.bench import find_clips  # noqa: E402
+
+MEASURES = ("kbps", "visqol", "mel_distance", "periodic_db", "jump_ratio")
+
+
+def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float) -> dict[str, float | None]:
+    """The issue's measures of one decode of a mono clip (C=1, N) at 44.1 kHz."""
+    vis = metrics.visqol(original, decoded, sr)
+    return {"kbps": kbps, "visqol": vis, "mel_distance": metrics.mel_distance(original, decoded, sr),
+            "periodic_db": periodic_level_error(decoded, original, sr)[0],
+            "jump_ratio": level_jump_ratio(decoded[0], sr, boundary_positions(original.shape[1]))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", required=True)
+    ap.add_argument("--count", type=int, default=5, help="first N clips (sorted by path)")
+    ap.add_argument("--model", action="append", default=[], help="NAME=WEIGHTS.safetensors (repeatable)")
+    ap.add_argument("--opus", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--out", required=True, help="JSON report")
+    args = ap.parse_args(argv)
+
+    from m2lcodec import load_codec
+    from m2lcodec.baselines import get_baseline, run_baseline
+
+    models = dict(m.split("=", 1) for m in args.model) or {"shipped": None}
+    codecs = {name: load_codec(path, device="cpu") for name, path in models.items()}
+    clips = find_clips(args.clips, args.count)
+    rows: dict[str, dict[str, dict]] = {name: {} for name in [*codecs, *(["opus-6k", "opus-12k"] if args.opus else [])]}
+    for path in clips:
+        audio, sr = read_audio(path)
+        audio = audio.mean(axis=0, keepdims=True)
+        if sr != 44100:
+            sys.exit(f"error: {path} is at {sr} Hz; the seam measures assume 44.1 kHz clips")
+        seconds = audio.shape[1] / sr
+        for name, codec in codecs.items():
+            t0 = time.perf_counter()
+            data = codec.compress(audio, sr, quant="int8")
+            decoded, _ = codec.decompress(data)
+            rows[name][path.name] = score(audio, decoded, sr, len(data) * 8 / 1000 / seconds)
+            print(f"{path.name} {name}: {rows[name][path.name]} ({time.perf_counter() - t0:.0f} s)",
+                  file=sys.stderr, flush=True)
+        for name in ("opus-6k", "opus-12k") if args.opus else ():
+            res = run_baseline(get_baseline(name), audio, sr)
+            rows[name][path.name] = score(audio, res.audio, sr, res.kbps)
+    mean = {name: {m: float(np.mean([r[m] for r in per.values() if r[m] is not None] or [np.nan]))
+                   for m in MEASURES} for name, per in rows.items()}
+    report = {"clips": [p.name for p in clips], "models": {n: {"path": p, "hash": codecs[n].info.hash}
+                                                          for n, p in models.items()},
+              "mean": mean, "per_clip": rows}
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print("| codec | kbps | ViSQOL | mel dist | periodic dB | level-jump ratio |\n|---|---|---|---|---|---|")
+    for name, m in mean.items():
+        print(f"| {name} | " + " | ".join(f"{m[k]:.3f}" if k != "kbps" else f"{m[k]:.2f}" for k in MEASURES) + " |")
+
+
+if __name__ == "__main__":
+    main()
