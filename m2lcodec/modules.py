@@ -80,33 +80,32 @@ class ConvBlock(nn.Module):
         return x + self.conv2(F.silu(h))
 
 
-def resampling_geometry(stride: int, overlap: bool) -> tuple[int, int, int]:
-    """(kernel, padding, offset of the non-overlapping taps) of one dimension of a resampling layer."""
+def resampling_geometry(stride: int, overlap: bool) -> tuple[int, int]:
+    """(kernel, padding) of one dimension of a resampling layer. With overlap the padding is also where
+    the non-overlapping layer's taps sit inside the wider kernel (`widen_resampling_weight`)."""
     if not overlap:
-        return stride, 0, 0
+        return stride, 0
     if stride == 1:
-        return 3, 1, 1
+        return 3, 1
     if stride % 2:
         raise ValueError(f"overlapping resampling needs even strides or 1, got {stride}")
-    return 2 * stride, stride // 2, stride // 2
+    return 2 * stride, stride // 2
 
 
 def resampling_conv(cin: int, cout: int, stride: tuple[int, int], overlap: bool, transpose: bool = False) -> nn.Module:
     """Strided conv (down) or transposed conv (up) by `stride`, output size exactly input size / or x stride."""
-    geo = [resampling_geometry(s, overlap) for s in stride]
-    kernel, padding = tuple(g[0] for g in geo), tuple(g[1] for g in geo)
+    (kf, pf), (kt, pt) = (resampling_geometry(s, overlap) for s in stride)
     cls = nn.ConvTranspose2d if transpose else nn.Conv2d
-    return cls(cin, cout, kernel_size=kernel, stride=stride, padding=padding)
+    return cls(cin, cout, kernel_size=(kf, kt), stride=stride, padding=(pf, pt))
 
 
 def widen_resampling_weight(weight: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     """Weights of a non-overlapping resampling layer (kernel = stride) placed into the overlapping
     layer's kernel (zeros elsewhere): the same output for conv and transposed conv alike, since in both
-    the overlapping layer's tap k + offset meets the position tap k met (the padding equals the offset)."""
-    geo = [resampling_geometry(s, True) for s in stride]
-    out = weight.new_zeros(*weight.shape[:2], geo[0][0], geo[1][0])
-    (_, _, off_f), (_, _, off_t) = geo
-    out[..., off_f:off_f + stride[0], off_t:off_t + stride[1]] = weight
+    the overlapping layer's tap k + padding meets the position tap k met."""
+    (kf, pf), (kt, pt) = (resampling_geometry(s, True) for s in stride)
+    out = weight.new_zeros(*weight.shape[:2], kf, kt)
+    out[..., pf:pf + stride[0], pt:pt + stride[1]] = weight
     return out
 
 
