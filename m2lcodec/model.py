@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 
 from m2lcodec import schedule
-from m2lcodec.modules import (DePatchifier, NoiseEmbedding, Patchifier, TransformerBlock, widen_resampling_weight,
-                              zero_biases)
+from m2lcodec.modules import (DePatchifier, NoiseEmbedding, Patchifier, TransformerBlock, check_edge,
+                              widen_resampling_weight, zero_biases)
 from m2lcodec.spectral import CHUNK_FRAMES, FREQ_BINS
 
 
@@ -45,8 +45,10 @@ class ModelConfig:
     noise_channels: int = 256
     latent_direct_path: bool = True  # remedy for encoder collapse: all K latents added to every decoder token
     resample_overlap: bool = False  # resampling convs with kernel 2x stride (modules.py): no per-token blocks
+    edge_padding: str = "zeros"  # what convs see beyond a chunk's first/last frame: "zeros" or "replicate"
 
     def __post_init__(self) -> None:
+        check_edge(self.edge_padding)
         if not (len(self.channels) == len(self.blocks) == len(self.down) + 1):
             raise ValueError("channels and blocks need one entry per level, down one per transition")
         f, t = self.grid
@@ -128,7 +130,7 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.freq_scale = FrequencyScaling()
         self.patchifier = Patchifier(cfg.in_channels, cfg.channels, cfg.blocks, cfg.stem, cfg.down,
-                                     overlap=cfg.resample_overlap)
+                                     overlap=cfg.resample_overlap, edge=cfg.edge_padding)
         self.proj_in = zero_biases(nn.Linear(cfg.channels[-1], cfg.width))
         self.pos = nn.Parameter(torch.randn(1, cfg.tokens, cfg.width) * 0.02)
         self.latent_tokens = nn.Parameter(torch.randn(1, cfg.num_latents, cfg.width) * 0.02)
@@ -165,7 +167,8 @@ class Decoder(nn.Module):
             TransformerBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth_decoder))
         self.norm_out = nn.LayerNorm(cfg.width)
         self.proj_out = nn.Linear(cfg.width, cfg.channels[-1])
-        self.depatchifier = DePatchifier(cfg.channels, cfg.blocks, cfg.stem, cfg.down, overlap=cfg.resample_overlap)
+        self.depatchifier = DePatchifier(cfg.channels, cfg.blocks, cfg.stem, cfg.down, overlap=cfg.resample_overlap,
+                                         edge=cfg.edge_padding)
 
     def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
         b = z.shape[0]
@@ -197,7 +200,7 @@ class ConsistencyModel(nn.Module):
         self.freq_scale_in = FrequencyScaling()
         self.freq_scale_out = FrequencyScaling()
         self.patchifier = Patchifier(cfg.in_channels, cfg.channels, cfg.blocks, cfg.stem, cfg.down, cond,
-                                     overlap=cfg.resample_overlap)
+                                     overlap=cfg.resample_overlap, edge=cfg.edge_padding)
         self.proj_in = zero_biases(nn.Linear(cfg.channels[-1], cfg.width))
         self.pos = nn.Parameter(torch.randn(1, cfg.tokens, cfg.width) * 0.02)
         self.segment = nn.Parameter(torch.randn(2, cfg.width) * 0.02)  # which chunk of the pair
@@ -206,7 +209,7 @@ class ConsistencyModel(nn.Module):
         self.norm_out = nn.LayerNorm(cfg.width)
         self.proj_out = nn.Linear(cfg.width, cfg.channels[-1])
         self.depatchifier = DePatchifier(cfg.channels, cfg.blocks, cfg.stem, cfg.down, cfg.in_channels, cond,
-                                         overlap=cfg.resample_overlap)
+                                         overlap=cfg.resample_overlap, edge=cfg.edge_padding)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         """x (B, n, 2, 1024, 64), sigma (B, n), features per level for the B*n chunks (row-major)."""

@@ -11,6 +11,12 @@ layers build every coarse token's patch on its own, which showed up in the decod
 pattern repeating every token (16 frames in `small`) and at chunk edges (docs/architecture.md,
 "Resampling overlap"). `widen_resampling_weight` maps a non-overlapping layer's weights onto the
 overlapping geometry so that both compute the same function (fine-tuning starts from the old model).
+
+`edge` says what every conv sees beyond a chunk's first and last frame (the time axis only; the frequency
+axis keeps zeros): `"zeros"` (PyTorch's padding) or `"replicate"` (the edge frame repeated; for a
+transposed conv the edge input token is repeated, so the edge output rows get two patches like every
+other row instead of one). With zeros the decode's last frames came out 5-16 dB too quiet, a click at
+every seam (docs/architecture.md, "Edge padding"). Both modes have the same parameters.
 """
 
 from __future__ import annotations
@@ -30,6 +36,53 @@ def zero_biases(module: nn.Module) -> nn.Module:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and m.bias is not None:
             nn.init.zeros_(m.bias)
     return module
+
+
+EDGE_MODES = ("zeros", "replicate")
+
+
+def check_edge(edge: str) -> str:
+    if edge not in EDGE_MODES:
+        raise ValueError(f"unknown edge padding {edge!r}; expected one of {EDGE_MODES}")
+    return edge
+
+
+class EdgeConv2d(nn.Conv2d):
+    """nn.Conv2d whose time padding (last axis) repeats the edge frame; frequency padding stays zeros.
+    Built with the time padding it replaces (`time_pad`), so its weights are an nn.Conv2d's."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: tuple[int, int], stride: tuple[int, int] | int = 1,
+                 padding: tuple[int, int] = (0, 0)) -> None:
+        super().__init__(cin, cout, kernel_size, stride=stride, padding=(padding[0], 0))
+        self.time_pad = padding[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_pad:
+            x = F.pad(x, (self.time_pad, self.time_pad, 0, 0), mode="replicate")
+        return super().forward(x)
+
+
+class EdgeConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d with output size input x stride that, instead of cropping a zero-padded edge,
+    repeats the edge input token once on each side of the time axis and crops the middle: the edge output
+    rows then sum two patches, like all others. Frequency padding stays PyTorch's."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int]) -> None:
+        super().__init__(cin, cout, kernel_size, stride=stride, padding=(padding[0], 0))
+        self.time_crop = padding[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.shape[-1]
+        y = super().forward(F.pad(x, (1, 1, 0, 0), mode="replicate"))
+        start = self.stride[1] + self.time_crop
+        return y[..., start:start + frames * self.stride[1]]
+
+
+def conv3x3(channels: int, edge: str) -> nn.Conv2d:
+    if check_edge(edge) == "replicate":
+        return EdgeConv2d(channels, channels, (3, 3), padding=(1, 1))
+    return nn.Conv2d(channels, channels, 3, padding=1)
 
 
 def group_count(channels: int, max_groups: int = 8) -> int:
@@ -57,13 +110,13 @@ class NoiseEmbedding(nn.Module):
 class ConvBlock(nn.Module):
     """Residual conv block at constant channel count, optionally conditioned on the noise level."""
 
-    def __init__(self, channels: int, cond_dim: int | None = None) -> None:
+    def __init__(self, channels: int, cond_dim: int | None = None, edge: str = "zeros") -> None:
         super().__init__()
         groups = group_count(channels)
         self.norm1 = nn.GroupNorm(groups, channels)
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = conv3x3(channels, edge)
         self.norm2 = nn.GroupNorm(groups, channels, affine=cond_dim is None)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = conv3x3(channels, edge)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
         self.cond = nn.Linear(cond_dim, 2 * channels) if cond_dim else None
@@ -92,10 +145,14 @@ def resampling_geometry(stride: int, overlap: bool) -> tuple[int, int]:
     return 2 * stride, stride // 2
 
 
-def resampling_conv(cin: int, cout: int, stride: tuple[int, int], overlap: bool, transpose: bool = False) -> nn.Module:
+def resampling_conv(cin: int, cout: int, stride: tuple[int, int], overlap: bool, transpose: bool = False,
+                    edge: str = "zeros") -> nn.Module:
     """Strided conv (down) or transposed conv (up) by `stride`, output size exactly input size / or x stride."""
     (kf, pf), (kt, pt) = (resampling_geometry(s, overlap) for s in stride)
-    cls = nn.ConvTranspose2d if transpose else nn.Conv2d
+    if check_edge(edge) == "replicate" and pt > 0:  # kernel = stride (no overlap) has no edge to pad
+        cls = EdgeConvTranspose2d if transpose else EdgeConv2d
+    else:
+        cls = nn.ConvTranspose2d if transpose else nn.Conv2d
     return cls(cin, cout, kernel_size=(kf, kt), stride=stride, padding=(pf, pt))
 
 
@@ -118,13 +175,13 @@ class Patchifier(nn.Module):
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], blocks: tuple[int, ...],
                  stem: tuple[int, int], down: tuple[tuple[int, int], ...], cond_dim: int | None = None,
-                 overlap: bool = False) -> None:
+                 overlap: bool = False, edge: str = "zeros") -> None:
         super().__init__()
-        self.stem = resampling_conv(in_channels, channels[0], stem, overlap)
+        self.stem = resampling_conv(in_channels, channels[0], stem, overlap, edge=edge)
         self.levels = nn.ModuleList(
-            nn.ModuleList(ConvBlock(c, cond_dim) for _ in range(n)) for c, n in zip(channels, blocks))
+            nn.ModuleList(ConvBlock(c, cond_dim, edge) for _ in range(n)) for c, n in zip(channels, blocks))
         self.downs = nn.ModuleList(
-            resampling_conv(channels[i], channels[i + 1], f, overlap) for i, f in enumerate(down))
+            resampling_conv(channels[i], channels[i + 1], f, overlap, edge=edge) for i, f in enumerate(down))
         zero_biases(self)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
@@ -152,16 +209,16 @@ class DePatchifier(nn.Module):
 
     def __init__(self, channels: tuple[int, ...], blocks: tuple[int, ...], stem: tuple[int, int],
                  down: tuple[tuple[int, int], ...], out_channels: int | None = None,
-                 cond_dim: int | None = None, overlap: bool = False) -> None:
+                 cond_dim: int | None = None, overlap: bool = False, edge: str = "zeros") -> None:
         super().__init__()
         self.levels = nn.ModuleList(
-            nn.ModuleList(ConvBlock(c, cond_dim) for _ in range(n)) for c, n in zip(channels, blocks))
-        self.ups = nn.ModuleList(
-            resampling_conv(channels[i + 1], channels[i], f, overlap, transpose=True) for i, f in enumerate(down))
+            nn.ModuleList(ConvBlock(c, cond_dim, edge) for _ in range(n)) for c, n in zip(channels, blocks))
+        self.ups = nn.ModuleList(resampling_conv(channels[i + 1], channels[i], f, overlap, transpose=True, edge=edge)
+                                 for i, f in enumerate(down))
         self.head = None
         if out_channels is not None:
             self.head_norm = nn.GroupNorm(group_count(channels[0]), channels[0])
-            self.head = resampling_conv(channels[0], out_channels, stem, overlap, transpose=True)
+            self.head = resampling_conv(channels[0], out_channels, stem, overlap, transpose=True, edge=edge)
         zero_biases(self)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None,

@@ -66,6 +66,8 @@ class TrainConfig:
     init_weights: str = ""  # fine-tune: start model and EMA from this weights file (step 0, fresh optimiser)
     widen_resampling: bool = False  # fine-tune: give the init model overlapping resampling convs, starting
     #                                 from the same function (ModelConfig.resample_overlap, Music2Latent2.load_widened)
+    edge_padding: str = ""  # ModelConfig.edge_padding of the run's model ("" = the preset's or init's; the
+    #                         modes share parameters, so a fine-tune switches by loading the same weights)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -388,12 +390,19 @@ class Trainer:
                 widened = Music2Latent2(init_config)
                 widened.load_widened(init.state_dict())
                 init = widened
+            if cfg.edge_padding and cfg.edge_padding != init_config.edge_padding:
+                init_config = replace(init_config, edge_padding=cfg.edge_padding)
+                switched = Music2Latent2(init_config)
+                switched.load_state_dict(init.state_dict())
+                init = switched
             if model_config is not None and model_config != init_config:
                 raise ValueError(f"{cfg.init_weights} has another model config than the one asked for")
             self.model_config = init_config
             self.model = init.train().to(self.device)
         else:
             self.model_config = model_config or get_config(cfg.preset)
+            if cfg.edge_padding:
+                self.model_config = replace(self.model_config, edge_padding=cfg.edge_padding)
             self.model = Music2Latent2(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.loss_fn = ConsistencyLoss.from_config(self.model, cfg)

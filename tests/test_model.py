@@ -24,10 +24,10 @@ def randomise(model: Music2Latent2, scale: float = 0.05) -> Music2Latent2:
     return model
 
 
-@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("overlap,edge", [(False, "zeros"), (True, "zeros"), (True, "replicate")])
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_shapes_every_preset(name, overlap):
-    cfg = dataclasses.replace(get_config(name), resample_overlap=overlap)
+def test_shapes_every_preset(name, overlap, edge):
+    cfg = dataclasses.replace(get_config(name), resample_overlap=overlap, edge_padding=edge)
     with torch.device("meta"):
         model = Music2Latent2(cfg)
         x = torch.empty(2, 2, 2, 1024, 64)
@@ -159,3 +159,21 @@ def test_widened_model_computes_what_the_old_one_did():
         assert not torch.allclose(old.denoise(x, sigma, f_old), new.denoise(x, sigma, f_new), atol=1e-3)
     with pytest.raises(ValueError):
         tiny().load_widened(old.state_dict())
+
+
+def test_edge_padding_modes_share_weights_and_differ_only_near_the_edges():
+    """A zero-padded model's weights load into the replicate model as they are (fine-tuning switches
+    mode); the outputs differ, most at the chunk's first and last frames."""
+    old = randomise(Music2Latent2(dataclasses.replace(get_config("tiny"), resample_overlap=True)).eval())
+    new = Music2Latent2(dataclasses.replace(old.config, edge_padding="replicate")).eval()
+    new.load_state_dict(old.state_dict())
+    torch.manual_seed(3)
+    x = torch.randn(2, 1, 2, 1024, 64)
+    sigma = torch.full((2, 1), 80.0)
+    with torch.no_grad():
+        feats = old.decoder_features(old.encode(x.flatten(0, 1)))
+        diff = (old.denoise(x, sigma, feats) - new.denoise(x, sigma, feats)).abs().mean(dim=(0, 1, 2, 3))
+    assert diff.max() > 1e-4
+    assert diff[[0, -1]].min() > diff[16:48].mean()
+    with pytest.raises(ValueError, match="edge padding"):
+        ModelConfig(edge_padding="mirror")

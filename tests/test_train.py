@@ -1,5 +1,6 @@
 """Consistency training loop, resume, export and DDP (m2lcodec.train)."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -455,6 +456,33 @@ def test_best_checkpoint_kept_only_when_metric_improves(music_dir, tmp_path):
     # best.pt is a full checkpoint: export reads it
     export_weights(run / "best.pt", tmp_path / "w.safetensors")
     assert load_model(tmp_path / "w.safetensors")[1].metadata["step"] == "7"
+
+
+def test_fine_tune_switches_edge_padding(music_dir, tmp_path):
+    """edge_padding: the run loads the init weights unchanged into the replicate-padded model, trains,
+    resumes and exports a model that loads with the new mode; from a preset it sets the mode too."""
+    from m2lcodec.weights import save_weights
+
+    torch.manual_seed(0)
+    init = Music2Latent2(dataclasses.replace(get_config("tiny"), resample_overlap=True)).eval()
+    path = tmp_path / "init.safetensors"
+    save_weights(path, init.config, init.state_dict())
+    init, _ = load_model(path)
+    run = tmp_path / "run"
+    cfg = tiny_cfg(steps=3, init_weights=str(path), edge_padding="replicate")
+    trainer = Trainer(cfg, music_dir, run, device="cpu")
+    assert trainer.model_config.edge_padding == "replicate" and init.config.edge_padding == "zeros"
+    for name, p in init.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], p), name
+    trainer.fit(until=2)
+    resumed = Trainer(cfg, music_dir, run, device="cpu")
+    assert resumed.resume() and resumed.step == 2
+    resumed.fit()
+    out = tmp_path / "w.safetensors"
+    export_weights(run / "checkpoint.pt", out)
+    assert load_model(out)[1].config.edge_padding == "replicate"
+    scratch = Trainer(tiny_cfg(steps=1, edge_padding="replicate"), music_dir, tmp_path / "s", device="cpu")
+    assert scratch.model_config.edge_padding == "replicate"
 
 
 def test_fine_tune_with_widened_resampling(music_dir, tmp_path):
