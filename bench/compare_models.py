@@ -3,8 +3,10 @@
 Every clip (mono by default) goes through `Codec.compress` (int8 .m2l bytes, the weights file's own
 sigma_cond) and `Codec.decompress`, exactly what `m2lcodec compress` / `decompress` do; the one decode
 is scored by ViSQOL, log-mel distance (`metrics.mel_distance`), the chunk-periodic level error above
-4 kHz and the seam level-jump ratio (bench/seams.py). Opus 6 and 12 kbps get the same measures in the
-same run (Opus has no chunk grid: its periodic error is the floor the issue compares with).
+4 kHz and the seam level-jump ratio (bench/seams.py), and for the harmonic lines and onsets the issue
+asks to see, `metrics.spectral_peakiness` (dB; the "original" row has the clips' own value, white noise
+scores ~6.4) and `metrics.onset_correlation` with the original. Opus 6 and 12 kbps get the same measures
+in the same run (Opus has no chunk grid: its periodic error is the floor the issue compares with).
 
     python bench/compare_models.py --clips ~/bench-clips --count 5 \\
         --model shipped=m2lcodec/weights/default.safetensors --model v8=/root/runs/v8/ema.safetensors \\
@@ -30,7 +32,8 @@ from m2lcodec import metrics  # noqa: E402
 from m2lcodec.audio import read_audio  # noqa: E402
 from m2lcodec.bench import find_clips  # noqa: E402
 
-MEASURES = ("kbps", "visqol", "mel_distance", "periodic_db", "jump_ratio")
+MEASURES = ("kbps", "visqol", "mel_distance", "periodic_db", "jump_ratio", "peakiness", "onset_corr")
+HEADS = ("kbps", "ViSQOL", "mel dist", "periodic dB", "level-jump ratio", "peakiness dB", "onset corr")
 
 
 def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float) -> dict[str, float | None]:
@@ -38,7 +41,16 @@ def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float) -> di
     vis = metrics.visqol(original, decoded, sr)
     return {"kbps": kbps, "visqol": vis, "mel_distance": metrics.mel_distance(original, decoded, sr),
             "periodic_db": periodic_level_error(decoded, original, sr)[0],
-            "jump_ratio": level_jump_ratio(decoded[0], sr, boundary_positions(original.shape[1]))}
+            "jump_ratio": level_jump_ratio(decoded[0], sr, boundary_positions(original.shape[1])),
+            "peakiness": metrics.spectral_peakiness(decoded, sr),
+            "onset_corr": metrics.onset_correlation(original, decoded, sr)}
+
+
+def score_original(original: np.ndarray, sr: int) -> dict[str, float | None]:
+    """The measures that have a value for the original itself (the scale the decodes are read on)."""
+    return {m: None for m in MEASURES} | {
+        "jump_ratio": level_jump_ratio(original[0], sr, boundary_positions(original.shape[1])),
+        "peakiness": metrics.spectral_peakiness(original, sr), "onset_corr": 1.0}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,13 +68,15 @@ def main(argv: list[str] | None = None) -> None:
     models = dict(m.split("=", 1) for m in args.model) or {"shipped": None}
     codecs = {name: load_codec(path, device="cpu") for name, path in models.items()}
     clips = find_clips(args.clips, args.count)
-    rows: dict[str, dict[str, dict]] = {name: {} for name in [*codecs, *(["opus-6k", "opus-12k"] if args.opus else [])]}
+    rows: dict[str, dict[str, dict]] = {name: {} for name in
+                                        ["original", *codecs, *(["opus-6k", "opus-12k"] if args.opus else [])]}
     for path in clips:
         audio, sr = read_audio(path)
         audio = audio.mean(axis=0, keepdims=True)
         if sr != 44100:
             sys.exit(f"error: {path} is at {sr} Hz; the seam measures assume 44.1 kHz clips")
         seconds = audio.shape[1] / sr
+        rows["original"][path.name] = score_original(audio, sr)
         for name, codec in codecs.items():
             t0 = time.perf_counter()
             data = codec.compress(audio, sr, quant="int8")
@@ -79,9 +93,10 @@ def main(argv: list[str] | None = None) -> None:
                                                           for n, p in models.items()},
               "mean": mean, "per_clip": rows}
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print("| codec | kbps | ViSQOL | mel dist | periodic dB | level-jump ratio |\n|---|---|---|---|---|---|")
+    print("| codec | " + " | ".join(HEADS) + " |\n|---|" + "---|" * len(HEADS))
     for name, m in mean.items():
-        print(f"| {name} | " + " | ".join(f"{m[k]:.3f}" if k != "kbps" else f"{m[k]:.2f}" for k in MEASURES) + " |")
+        print(f"| {name} | " + " | ".join("" if np.isnan(m[k]) else f"{m[k]:.2f}" if k == "kbps" else f"{m[k]:.3f}"
+                                          for k in MEASURES) + " |")
 
 
 if __name__ == "__main__":

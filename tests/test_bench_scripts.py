@@ -185,11 +185,14 @@ def test_compare_models_scores_the_real_codec(codec, clips_dir: Path, tmp_path: 
     out = tmp_path / "cmp.json"
     compare_models.main(["--clips", str(one), "--model", "x=w1", "--model", "y=w2", "--no-opus", "--out", str(out)])
     report = json.loads(out.read_text())
-    assert set(report["mean"]) == {"x", "y"} and report["clips"] == ["a.wav"]
+    assert set(report["mean"]) == {"original", "x", "y"} and report["clips"] == ["a.wav"]
     assert report["per_clip"]["x"] == report["per_clip"]["y"]  # deterministic decode
     row = report["per_clip"]["x"]["a.wav"]
     assert set(row) == set(compare_models.MEASURES)
     assert 0 < row["kbps"] < 20 and row["mel_distance"] > 0 and row["jump_ratio"] > 0
+    assert row["peakiness"] > 0 and -1 <= row["onset_corr"] < 1
+    original = report["per_clip"]["original"]["a.wav"]
+    assert original["onset_corr"] == 1.0 and original["visqol"] is None and original["peakiness"] > 10  # sines
     with pytest.raises(SystemExit, match="44.1 kHz"):
         compare_models.main(["--clips", str(clips_dir), "--no-opus", "--out", str(out)])
 

@@ -170,3 +170,54 @@ def test_visqol_too_short_is_none() -> None:
     pytest.importorskip("visqol")
     x = music_like(0.5, 16000)
     assert metrics.visqol(x, x, 16000) is None
+
+
+# ---------------------------------------------------------------- harmonic lines and onsets
+
+
+def noise_with_envelope_of(x: np.ndarray, sample_rate: int, seed: int = 0) -> np.ndarray:
+    """The shaped-noise decode's failure mode: x's magnitude spectrogram (frame by frame) with random
+    phase, i.e. the same envelope and level but no harmonic lines."""
+    rng = np.random.default_rng(seed)
+    n = 1024
+    spec = np.fft.rfft(x.reshape(x.shape[0], -1, n), axis=-1)
+    smooth = np.sqrt(np.convolve(np.abs(spec[0, 0]) ** 2, np.ones(64) / 64, mode="same"))
+    phases = np.exp(2j * np.pi * rng.uniform(size=spec.shape))
+    return np.fft.irfft(smooth * np.abs(spec).mean(-1, keepdims=True) / smooth.mean() * phases, n=n,
+                        axis=-1).reshape(x.shape)
+
+
+def test_peakiness_high_for_harmonics_low_for_noise() -> None:
+    sr = 44100
+    tones = music_like(3.0, sr)[:, : (3 * sr // 1024) * 1024]
+    noise = np.random.default_rng(1).standard_normal(tones.shape)
+    p_tones, p_noise = metrics.spectral_peakiness(tones, sr), metrics.spectral_peakiness(noise, sr)
+    assert p_tones > 15.0 > 8.0 > p_noise > 3.0
+    assert metrics.spectral_peakiness(noise_with_envelope_of(tones, sr), sr) < 9.0
+    # the level does not matter
+    assert metrics.spectral_peakiness(0.01 * tones, sr) == pytest.approx(p_tones, abs=0.01)
+
+
+def clicks(seconds: float, sample_rate: int, times: list[float], seed: int = 0) -> np.ndarray:
+    """Decaying noise bursts (drum-like onsets) at `times` over a faint bed."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    x = 0.001 * rng.standard_normal(n)
+    decay = np.exp(-np.arange(4096) / 600.0)
+    for t in times:
+        i = int(t * sample_rate)
+        x[i:i + 4096] += 0.5 * rng.standard_normal(4096)[: n - i] * decay[: n - i]
+    return x[None, :]
+
+
+def test_onset_correlation_finds_onsets_where_the_reference_has_them() -> None:
+    sr = 44100
+    ref = clicks(4.0, sr, [0.3, 0.9, 1.4, 2.2, 2.7, 3.5])
+    assert metrics.onset_correlation(ref, ref, sr) == pytest.approx(1.0)
+    same_times = clicks(4.0, sr, [0.3, 0.9, 1.4, 2.2, 2.7, 3.5], seed=5)  # other noise, same onsets
+    other_times = clicks(4.0, sr, [0.6, 1.1, 1.9, 2.5, 3.1, 3.8], seed=5)
+    steady = np.random.default_rng(2).standard_normal(ref.shape) * ref.std()
+    assert metrics.onset_correlation(ref, same_times, sr) > 0.8
+    assert metrics.onset_correlation(ref, other_times, sr) < 0.2
+    assert abs(metrics.onset_correlation(ref, steady, sr)) < 0.2
+    assert metrics.onset_correlation(ref, np.zeros_like(ref), sr) == 0.0
