@@ -89,10 +89,13 @@ def train_variant(args: argparse.Namespace, name: str, overrides: dict) -> dict:
 
 
 def opus_rows(args: argparse.Namespace) -> dict:
-    """Opus 6 / 12 kbps on the same clips (mono), scored like the codec rows."""
+    """Opus 6 / 12 kbps on the same clips (mono), scored by compare_models.score like every codec row
+    there (ViSQOL, mel distance, periodic level error, level jumps, peakiness, onsets)."""
     import numpy as np
 
-    from m2lcodec import metrics
+    sys.path.insert(0, str(BENCH))
+    from compare_models import MEASURES, score
+
     from m2lcodec.audio import read_audio
     from m2lcodec.baselines import get_baseline, run_baseline
     from m2lcodec.bench import find_clips
@@ -104,9 +107,8 @@ def opus_rows(args: argparse.Namespace) -> dict:
             audio, sr = read_audio(path)
             audio = audio.mean(axis=0, keepdims=True)
             res = run_baseline(get_baseline(name), audio, sr)
-            scores.append((metrics.visqol(audio, res.audio, sr), metrics.mel_distance(audio, res.audio, sr), res.kbps))
-        rows[name] = {"visqol": float(np.mean([s[0] for s in scores])),
-                      "mel_distance": float(np.mean([s[1] for s in scores])), "kbps": float(np.mean([s[2] for s in scores]))}
+            scores.append(score(audio, res.audio, sr, res.kbps))
+        rows[name] = {m: float(np.mean([s[m] for s in scores if s[m] is not None] or [np.nan])) for m in MEASURES}
     return rows
 
 

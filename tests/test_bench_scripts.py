@@ -35,6 +35,7 @@ def _load(name: str) -> ModuleType:
 sigma_cond = _load("sigma_cond")
 seams = _load("seams")
 compare_models = _load("compare_models")
+train_study = _load("train_study")
 
 
 def sines(seconds: float, seed: int = 0, channels: int = 1) -> np.ndarray:
@@ -222,6 +223,23 @@ def test_seams_run_with_opus_reference(codec, clips_dir: Path, tmp_path: Path, m
     report = json.loads((tmp_path / "seams.json").read_text())
     assert set(report["mean"]) == {"original", "ar", "alone", "opus-12k"}
     assert report["mean"]["opus-12k"]["periodic_level_std_db"] is not None
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffmpeg"), reason="no ffmpeg for the Opus reference")
+def test_train_study_scores_opus_like_compare_models(clips_dir: Path, monkeypatch) -> None:
+    """The study's Opus rows come from compare_models.score: every measure, means over the clips."""
+    from argparse import Namespace
+
+    import m2lcodec.metrics
+
+    monkeypatch.setattr(m2lcodec.metrics, "visqol", lambda ref, est, sr: 3.0)
+    one = clips_dir / "a.wav"
+    rows = train_study.opus_rows(Namespace(clips=str(one.parent), eval_clips=1))
+    assert set(rows) == {"opus-6k", "opus-12k"}
+    for row in rows.values():
+        assert set(row) == set(compare_models.MEASURES) and row["visqol"] == 3.0
+    assert rows["opus-6k"]["kbps"] < rows["opus-12k"]["kbps"]
+    assert rows["opus-12k"]["mel_distance"] < rows["opus-6k"]["mel_distance"]
 
 
 def test_chunks_alone_decode(codec) -> None:
