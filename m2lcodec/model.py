@@ -45,7 +45,8 @@ class ModelConfig:
     noise_channels: int = 256
     latent_direct_path: bool = True  # remedy for encoder collapse: all K latents added to every decoder token
     resample_overlap: bool = False  # resampling convs with kernel 2x stride (modules.py): no per-token blocks
-    edge_padding: str = "zeros"  # what convs see beyond a chunk's first/last frame: "zeros" or "replicate"
+    edge_padding: str = "zeros"  # what convs see beyond a chunk's first/last frame: "zeros", "replicate" or
+    #                              "context" (replicate, and in the pair the right chunk sees the left's frames)
 
     def __post_init__(self) -> None:
         check_edge(self.edge_padding)
@@ -219,7 +220,7 @@ class ConsistencyModel(nn.Module):
         expand = (slice(None), None, None, None)
         cond = self.noise_embed(schedule.noise_embedding_input(flat_sigma))  # (B*n, cond)
         h = self.freq_scale_in(schedule.c_in(flat_sigma)[expand].to(flat_x.dtype) * flat_x)
-        h, skips = self.patchifier(h, cond, features)
+        h, skips = self.patchifier(h, cond, features, chunks=n)
         tokens = (self.proj_in(grid_to_tokens(h)) + self.pos).reshape(b, n, self.cfg.tokens, -1)
         seq = (tokens + self.segment[:n, None, :]).reshape(b, n * self.cfg.tokens, self.cfg.width)
         chunk_cond = cond.reshape(b, n, -1)  # each chunk's tokens are modulated by that chunk's noise level
@@ -227,7 +228,7 @@ class ConsistencyModel(nn.Module):
         for block in self.blocks:
             seq = block(seq, mask, chunk_cond)
         seq = self.proj_out(self.norm_out(seq)).reshape(b * n, self.cfg.tokens, -1)
-        _, out = self.depatchifier(tokens_to_grid(seq, self.cfg.grid), cond, skips)
+        _, out = self.depatchifier(tokens_to_grid(seq, self.cfg.grid), cond, skips, chunks=n)
         out = self.freq_scale_out(out).reshape(x.shape)
         c_skip = schedule.c_skip(sigma)[..., None, None, None]
         c_out = schedule.c_out(sigma)[..., None, None, None]

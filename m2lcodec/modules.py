@@ -13,10 +13,13 @@ pattern repeating every token (16 frames in `small`) and at chunk edges (docs/ar
 overlapping geometry so that both compute the same function (fine-tuning starts from the old model).
 
 `edge` says what every conv sees beyond a chunk's first and last frame (the time axis only; the frequency
-axis keeps zeros): `"zeros"` (PyTorch's padding) or `"replicate"` (the edge frame repeated; for a
+axis keeps zeros): `"zeros"` (PyTorch's padding), `"replicate"` (the edge frame repeated; for a
 transposed conv the edge input token is repeated, so the edge output rows get two patches like every
-other row instead of one). With zeros the decode's last frames came out 5-16 dB too quiet, a click at
-every seam (docs/architecture.md, "Edge padding"). Both modes have the same parameters.
+other row instead of one) or `"context"`: as replicate, but where the consistency model runs a pair, the
+right chunk's convs see the left chunk's last frames on their left, as one conv over the pair would (the
+left chunk still sees nothing of the right one: the pair stays causal). With zeros the decode's last
+frames came out 5-16 dB too quiet, a click at every seam (docs/architecture.md, "Edge padding"). All
+modes have the same parameters.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def zero_biases(module: nn.Module) -> nn.Module:
     return module
 
 
-EDGE_MODES = ("zeros", "replicate")
+EDGE_MODES = ("zeros", "replicate", "context")
 
 
 def check_edge(edge: str) -> str:
@@ -47,42 +50,54 @@ def check_edge(edge: str) -> str:
     return edge
 
 
+def pad_time(x: torch.Tensor, p: int, chunks: int = 1, context: bool = False) -> torch.Tensor:
+    """(N, C, F, T) -> (N, C, F, T + 2p): the first and last frame repeated p times on each side; with
+    `context`, the rows grouped as `chunks` consecutive chunks of one example (row-major, as the consistency
+    model's pair) and every chunk after the first gets the previous chunk's last p frames on its left."""
+    first = x[..., :1].expand(*x.shape[:-1], p)
+    last = x[..., -1:].expand(*x.shape[:-1], p)
+    if context and chunks > 1:
+        grouped = x.view(-1, chunks, *x.shape[1:])
+        prev = grouped[:, :-1, ..., -p:]  # (B, chunks - 1, C, F, p)
+        first = torch.cat([first.reshape(grouped.shape[:-1] + (p,))[:, :1], prev], dim=1).flatten(0, 1)
+    return torch.cat([first, x, last], dim=-1)
+
+
 class EdgeConv2d(nn.Conv2d):
-    """nn.Conv2d whose time padding (last axis) repeats the edge frame; frequency padding stays zeros.
-    Built with the time padding it replaces (`time_pad`), so its weights are an nn.Conv2d's."""
+    """nn.Conv2d with a choice of what it sees beyond the time edges (`edge`, see the module docstring);
+    the frequency padding is PyTorch's zeros. The weights are an nn.Conv2d's whatever the mode."""
 
     def __init__(self, cin: int, cout: int, kernel_size: tuple[int, int], stride: tuple[int, int] | int = 1,
-                 padding: tuple[int, int] = (0, 0)) -> None:
-        super().__init__(cin, cout, kernel_size, stride=stride, padding=(padding[0], 0))
-        self.time_pad = padding[1]
+                 padding: tuple[int, int] = (0, 0), edge: str = "zeros") -> None:
+        time_pad = padding[1] if check_edge(edge) != "zeros" else 0
+        super().__init__(cin, cout, kernel_size, stride=stride, padding=(padding[0], padding[1] - time_pad))
+        self.edge, self.time_pad = edge, time_pad
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, chunks: int = 1) -> torch.Tensor:
         if self.time_pad:
-            x = F.pad(x, (self.time_pad, self.time_pad, 0, 0), mode="replicate")
+            x = pad_time(x, self.time_pad, chunks, self.edge == "context")
         return super().forward(x)
 
 
 class EdgeConvTranspose2d(nn.ConvTranspose2d):
-    """nn.ConvTranspose2d with output size input x stride that, instead of cropping a zero-padded edge,
-    repeats the edge input token once on each side of the time axis and crops the middle: the edge output
-    rows then sum two patches, like all others. Frequency padding stays PyTorch's."""
+    """nn.ConvTranspose2d (output size = input x stride) with a choice of edge (`edge`). Other than
+    "zeros", the time axis is not cropped from a zero-padded edge: one input token is added on each side
+    (the edge token repeated, or with "context" the previous chunk's last token on the left) and the middle
+    is kept, so the edge output rows sum two patches, like all others."""
 
     def __init__(self, cin: int, cout: int, kernel_size: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int]) -> None:
-        super().__init__(cin, cout, kernel_size, stride=stride, padding=(padding[0], 0))
-        self.time_crop = padding[1]
+                 padding: tuple[int, int], edge: str = "zeros") -> None:
+        time_crop = padding[1] if check_edge(edge) != "zeros" else 0
+        super().__init__(cin, cout, kernel_size, stride=stride, padding=(padding[0], padding[1] - time_crop))
+        self.edge, self.time_crop = edge, time_crop
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, chunks: int = 1) -> torch.Tensor:
+        if not self.time_crop:
+            return super().forward(x)
         frames = x.shape[-1]
-        y = super().forward(F.pad(x, (1, 1, 0, 0), mode="replicate"))
+        y = super().forward(pad_time(x, 1, chunks, self.edge == "context"))
         start = self.stride[1] + self.time_crop
         return y[..., start:start + frames * self.stride[1]]
-
-
-def conv3x3(channels: int, edge: str) -> nn.Conv2d:
-    if check_edge(edge) == "replicate":
-        return EdgeConv2d(channels, channels, (3, 3), padding=(1, 1))
-    return nn.Conv2d(channels, channels, 3, padding=1)
 
 
 def group_count(channels: int, max_groups: int = 8) -> int:
@@ -114,9 +129,9 @@ class ConvBlock(nn.Module):
         super().__init__()
         groups = group_count(channels)
         self.norm1 = nn.GroupNorm(groups, channels)
-        self.conv1 = conv3x3(channels, edge)
+        self.conv1 = EdgeConv2d(channels, channels, (3, 3), padding=(1, 1), edge=edge)
         self.norm2 = nn.GroupNorm(groups, channels, affine=cond_dim is None)
-        self.conv2 = conv3x3(channels, edge)
+        self.conv2 = EdgeConv2d(channels, channels, (3, 3), padding=(1, 1), edge=edge)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
         self.cond = nn.Linear(cond_dim, 2 * channels) if cond_dim else None
@@ -124,13 +139,13 @@ class ConvBlock(nn.Module):
             nn.init.zeros_(self.cond.weight)
             nn.init.zeros_(self.cond.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, chunks: int = 1) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)), chunks)
         h = self.norm2(h)
         if self.cond is not None:
             scale, shift = self.cond(F.silu(cond))[:, :, None, None].chunk(2, dim=1)
             h = h * (1 + scale) + shift
-        return x + self.conv2(F.silu(h))
+        return x + self.conv2(F.silu(h), chunks)
 
 
 def resampling_geometry(stride: int, overlap: bool) -> tuple[int, int]:
@@ -149,11 +164,8 @@ def resampling_conv(cin: int, cout: int, stride: tuple[int, int], overlap: bool,
                     edge: str = "zeros") -> nn.Module:
     """Strided conv (down) or transposed conv (up) by `stride`, output size exactly input size / or x stride."""
     (kf, pf), (kt, pt) = (resampling_geometry(s, overlap) for s in stride)
-    if check_edge(edge) == "replicate" and pt > 0:  # kernel = stride (no overlap) has no edge to pad
-        cls = EdgeConvTranspose2d if transpose else EdgeConv2d
-    else:
-        cls = nn.ConvTranspose2d if transpose else nn.Conv2d
-    return cls(cin, cout, kernel_size=(kf, kt), stride=stride, padding=(pf, pt))
+    cls = EdgeConvTranspose2d if transpose else EdgeConv2d  # kernel = stride (no overlap): no edge to pad
+    return cls(cin, cout, kernel_size=(kf, kt), stride=stride, padding=(pf, pt), edge=edge)
 
 
 def widen_resampling_weight(weight: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
@@ -185,17 +197,18 @@ class Patchifier(nn.Module):
         zero_biases(self)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
-                cross: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h = self.stem(x)
+                cross: list[torch.Tensor] | None = None, chunks: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`chunks`: the rows are groups of that many consecutive chunks (edge padding "context")."""
+        h = self.stem(x, chunks)
         skips = []
         for level, blocks in enumerate(self.levels):
             if cross is not None:
                 h = h + cross[level]
             for block in blocks:
-                h = block(h, cond)
+                h = block(h, cond, chunks)
             skips.append(h)
             if level < len(self.downs):
-                h = self.downs[level](h)
+                h = self.downs[level](h, chunks)
         return h, skips
 
 
@@ -222,17 +235,17 @@ class DePatchifier(nn.Module):
         zero_biases(self)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None,
-                skips: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+                skips: list[torch.Tensor] | None = None, chunks: int = 1) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         feats: list[torch.Tensor] = [h] * len(self.levels)
         for level in reversed(range(len(self.levels))):
             if skips is not None:
                 h = h + skips[level]
             for block in self.levels[level]:
-                h = block(h, cond)
+                h = block(h, cond, chunks)
             feats[level] = h
             if level > 0:
-                h = self.ups[level - 1](h)
-        out = self.head(F.silu(self.head_norm(h))) if self.head is not None else None
+                h = self.ups[level - 1](h, chunks)
+        out = self.head(F.silu(self.head_norm(h)), chunks) if self.head is not None else None
         return feats, out
 
 

@@ -24,7 +24,7 @@ def randomise(model: Music2Latent2, scale: float = 0.05) -> Music2Latent2:
     return model
 
 
-@pytest.mark.parametrize("overlap,edge", [(False, "zeros"), (True, "zeros"), (True, "replicate")])
+@pytest.mark.parametrize("overlap,edge", [(False, "zeros"), (True, "zeros"), (True, "replicate"), (True, "context")])
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_shapes_every_preset(name, overlap, edge):
     cfg = dataclasses.replace(get_config(name), resample_overlap=overlap, edge_padding=edge)
@@ -63,8 +63,15 @@ def test_chunk_causal_mask():
     assert not m[:3, 3:].any()
 
 
-def test_right_chunk_does_not_change_left_output():
-    model = randomise(tiny())
+def tiny_with_edge(edge: str) -> Music2Latent2:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(get_config("tiny"), resample_overlap=edge != "zeros", edge_padding=edge)
+    return randomise(Music2Latent2(cfg).eval())
+
+
+@pytest.mark.parametrize("edge", ["zeros", "replicate", "context"])
+def test_right_chunk_does_not_change_left_output(edge):
+    model = tiny_with_edge(edge)
     torch.manual_seed(2)
     x = torch.randn(2, 2, 2, 1024, 64) * 0.3
     sigma = torch.tensor([[0.5, 3.0], [1.0, 10.0]])
@@ -177,3 +184,21 @@ def test_edge_padding_modes_share_weights_and_differ_only_near_the_edges():
     assert diff[[0, -1]].min() > diff[16:48].mean()
     with pytest.raises(ValueError, match="edge padding"):
         ModelConfig(edge_padding="mirror")
+
+
+def test_context_edges_change_only_the_right_chunk_of_a_pair():
+    """"context" differs from "replicate" (same weights) only where the right chunk's convs see the left
+    chunk's frames: the left chunk's output and a chunk decoded alone are the same in both modes."""
+    replicate, context = tiny_with_edge("replicate"), tiny_with_edge("context")
+    context.load_state_dict(replicate.state_dict())
+    torch.manual_seed(4)
+    x = torch.randn(2, 2, 2, 1024, 64) * 0.3
+    sigma = torch.tensor([[0.002, 80.0], [0.4, 80.0]])
+    with torch.no_grad():
+        feats = replicate.decoder_features(replicate.encode(x.flatten(0, 1)))
+        a, b = replicate.denoise(x, sigma, feats), context.denoise(x, sigma, feats)
+        left = [f.view(2, 2, *f.shape[1:])[:, 0] for f in feats]
+        alone_a, alone_b = replicate.denoise(x[:, :1], sigma[:, :1], left), context.denoise(x[:, :1], sigma[:, :1], left)
+    torch.testing.assert_close(a[:, 0], b[:, 0])
+    torch.testing.assert_close(alone_a, alone_b)
+    assert (a[:, 1] - b[:, 1]).abs().max() > 1e-4

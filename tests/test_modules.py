@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from m2lcodec.modules import EdgeConv2d, EdgeConvTranspose2d, resampling_conv
+from m2lcodec.modules import EdgeConv2d, EdgeConvTranspose2d, pad_time, resampling_conv
 
 
 def constant_in_time(channels: int = 3, freq: int = 8, frames: int = 8, seed: int = 0) -> torch.Tensor:
@@ -54,10 +54,46 @@ def test_replicate_transposed_conv_gives_edge_rows_two_patches(stride):
     torch.testing.assert_close(y_edge[..., s:-s], y_zeros[..., s:-s])
 
 
-def test_non_overlapping_layers_have_no_edge_to_pad():
-    for transpose in (False, True):
-        layer = resampling_conv(3, 4, (2, 2), overlap=False, transpose=transpose, edge="replicate")
-        assert type(layer) in (nn.Conv2d, nn.ConvTranspose2d)
+@pytest.mark.parametrize("transpose", [False, True])
+def test_non_overlapping_layers_have_no_edge_to_pad(transpose):
+    torch.manual_seed(0)
+    layers = [resampling_conv(3, 4, (2, 2), overlap=False, transpose=transpose, edge=e)
+              for e in ("zeros", "replicate", "context")]
+    for layer in layers[1:]:
+        same_weights(layers[0], layer)
+    x = torch.randn(4, 3, 8, 8)
+    for layer in layers[1:]:
+        torch.testing.assert_close(layer(x, 2), layers[0](x, 2))
+
+
+def test_pad_time_context_takes_the_previous_chunks_frames():
+    x = torch.arange(2 * 2 * 5, dtype=torch.float32).view(4, 1, 1, 5)  # 2 examples x 2 chunks of 5 frames
+    y = pad_time(x, 2, chunks=2, context=True)
+    assert y.shape == (4, 1, 1, 9)
+    for row in range(4):
+        left = x[row, ..., :1].expand(-1, -1, 2) if row % 2 == 0 else x[row - 1, ..., -2:]
+        torch.testing.assert_close(y[row, ..., :2], left)
+        torch.testing.assert_close(y[row, ..., -2:], x[row, ..., -1:].expand(-1, -1, 2))
+    torch.testing.assert_close(pad_time(x, 2, chunks=2), pad_time(x, 2))  # no context: replicate
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_context_conv_over_a_pair_is_one_conv_over_both_chunks(stride, transpose):
+    """With "context" the right chunk's output equals the matching part of one replicate-padded conv over
+    the two chunks joined in time; the left chunk's output is the replicate layer's (it does not see the
+    right chunk)."""
+    torch.manual_seed(0)
+    context = resampling_conv(3, 4, stride, overlap=True, transpose=transpose, edge="context")
+    replicate = resampling_conv(3, 4, stride, overlap=True, transpose=transpose, edge="replicate")
+    same_weights(context, replicate)
+    x = torch.randn(2, 2, 3, 8, 6)  # (examples, chunks of the pair, C, F, T)
+    y = context(x.flatten(0, 1), 2).view(2, 2, 4, *context(x[:, 0], 1).shape[-2:])
+    joined = replicate(torch.cat([x[:, 0], x[:, 1]], dim=-1))
+    frames = y.shape[-1]
+    torch.testing.assert_close(y[:, 1], joined[..., frames:])
+    torch.testing.assert_close(y[:, 0], replicate(x[:, 0]))
+    assert not torch.allclose(y[:, 1], replicate(x[:, 1]), atol=1e-4)
 
 
 def test_unknown_edge_mode_is_refused():
