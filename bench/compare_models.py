@@ -36,9 +36,11 @@ MEASURES = ("kbps", "visqol", "mel_distance", "periodic_db", "jump_ratio", "peak
 HEADS = ("kbps", "ViSQOL", "mel dist", "periodic dB", "level-jump ratio", "peakiness dB", "onset corr")
 
 
-def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float) -> dict[str, float | None]:
-    """The issue's measures of one decode of a mono clip (C=1, N) at 44.1 kHz."""
-    vis = metrics.visqol(original, decoded, sr)
+def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float,
+          visqol: bool = True) -> dict[str, float | None]:
+    """The issue's measures of one decode of a mono clip (C=1, N) at 44.1 kHz (ViSQOL None if not asked:
+    it takes most of the time)."""
+    vis = metrics.visqol(original, decoded, sr) if visqol else None
     return {"kbps": kbps, "visqol": vis, "mel_distance": metrics.mel_distance(original, decoded, sr),
             "periodic_db": periodic_level_error(decoded, original, sr)[0],
             "jump_ratio": level_jump_ratio(decoded[0], sr, boundary_positions(original.shape[1])),
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--count", type=int, default=5, help="first N clips (sorted by path)")
     ap.add_argument("--model", action="append", default=[], help="NAME=WEIGHTS.safetensors (repeatable)")
     ap.add_argument("--opus", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--visqol", action=argparse.BooleanOptionalAction, default=True,
+                    help="--no-visqol: the other measures only (quick checks of seams and envelope)")
     ap.add_argument("--out", required=True, help="JSON report")
     args = ap.parse_args(argv)
 
@@ -81,12 +85,12 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             data = codec.compress(audio, sr, quant="int8")
             decoded, _ = codec.decompress(data)
-            rows[name][path.name] = score(audio, decoded, sr, len(data) * 8 / 1000 / seconds)
+            rows[name][path.name] = score(audio, decoded, sr, len(data) * 8 / 1000 / seconds, args.visqol)
             print(f"{path.name} {name}: {rows[name][path.name]} ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr, flush=True)
         for name in ("opus-6k", "opus-12k") if args.opus else ():
             res = run_baseline(get_baseline(name), audio, sr)
-            rows[name][path.name] = score(audio, res.audio, sr, res.kbps)
+            rows[name][path.name] = score(audio, res.audio, sr, res.kbps, args.visqol)
     mean = {name: {m: float(np.mean([r[m] for r in per.values() if r[m] is not None] or [np.nan]))
                    for m in MEASURES} for name, per in rows.items()}
     report = {"clips": [p.name for p in clips], "models": {n: {"path": p, "hash": codecs[n].info.hash}

@@ -194,6 +194,9 @@ def test_compare_models_scores_the_real_codec(codec, clips_dir: Path, tmp_path: 
     assert row["peakiness"] > 0 and -1 <= row["onset_corr"] < 1
     original = report["per_clip"]["original"]["a.wav"]
     assert original["onset_corr"] == 1.0 and original["visqol"] is None and original["peakiness"] > 10  # sines
+    compare_models.main(["--clips", str(one), "--model", "x=w1", "--no-opus", "--no-visqol", "--out", str(out)])
+    quick = json.loads(out.read_text())["per_clip"]["x"]["a.wav"]
+    assert quick["visqol"] is None and quick["mel_distance"] == row["mel_distance"]
     with pytest.raises(SystemExit, match="44.1 kHz"):
         compare_models.main(["--clips", str(clips_dir), "--no-opus", "--out", str(out)])
 
