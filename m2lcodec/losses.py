@@ -5,6 +5,9 @@
 - `stft_loss`: multi-resolution STFT loss on waveforms (log-magnitude L1 + spectral convergence), the
   reconstruction term of the codec's own decode steps (docs/training.md, "Reconstruction terms").
 - `mel_loss`: the multi-resolution log-mel L1 of `metrics.mel_distance`, differentiable (same filterbank).
+- `seam_level_loss`: band levels where the decode joins chunks: the right chunk's start must step from
+  the left chunk's end as the original steps, and its end (what the next seam joins) must have the
+  original's level (docs/training.md, "Seam level term").
 - `unrolled_pair`: the codec's two-step decode of two consecutive chunks, written once so that training
   can run exactly what `Codec` runs (tests/test_losses.py checks the two agree).
 """
@@ -18,11 +21,12 @@ import torch
 from m2lcodec import schedule
 from m2lcodec.metrics import mel_filterbank
 from m2lcodec.model import Music2Latent2
-from m2lcodec.spectral import envelope
+from m2lcodec.spectral import CHUNK_SAMPLES, PAD_LEFT, envelope
 
 HUBER_C = 0.00054 * math.sqrt(2 * 1024 * 64)  # ~0.1955, d = elements per chunk
 STFT_SIZES = (2048, 1024, 512, 256)
 LOG_EPS = 1e-5
+SEAM_BAND_EDGES_HZ = (0.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 22050.0)
 
 
 def pseudo_huber(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -73,6 +77,37 @@ def mel_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = (512
                                 .abs() + floor) for w in (est, ref)]
             total = total + (mels[0] - mels[1]).abs().flatten(1).mean(1)
     return total / len(sizes)
+
+
+def band_levels(wave: torch.Tensor, start: int, window: int, sample_rate: int = 44100) -> torch.Tensor:
+    """log10 energy per band (SEAM_BAND_EDGES_HZ) of wave[:, start:start + window], Hann-windowed, floored
+    40 dB below the window's total energy; (B, N) -> (B, bands)."""
+    seg = wave[:, start:start + window].float() * torch.hann_window(window, device=wave.device)
+    power = torch.fft.rfft(seg).abs().pow(2)
+    freqs = torch.fft.rfftfreq(window, 1.0 / sample_rate).to(wave.device)
+    edges = SEAM_BAND_EDGES_HZ
+    bands = torch.stack([power[:, (freqs >= lo) & (freqs < hi)].sum(1) for lo, hi in zip(edges[:-1], edges[1:])], 1)
+    floor = 1e-4 * bands.sum(1, keepdim=True).detach() + 1e-10
+    return torch.log10(bands + floor)
+
+
+def seam_level_loss(est: torch.Tensor, ref: torch.Tensor, window: int = 1024) -> torch.Tensor:
+    """Per example (B, N) -> (B,), on the waveforms of a decoded pair and the original pair (N >= 2 chunks).
+
+    Mean over bands of two L1 terms in log10 energy: (1) the step across the pair's seam, from the window
+    just before the right chunk's frames begin (sample CHUNK_SAMPLES, left chunk only) to the window just
+    after their overlap with the left ones (CHUNK_SAMPLES + PAD_LEFT, right chunk only), decode's step
+    against the original's: the right chunk must continue the left as decoded, not jump to its own level;
+    (2) the level of the right chunk's last final samples (the window before 2 x CHUNK_SAMPLES, where the
+    next chunk's frames will begin) against the original's: the edge the next seam joins. bench/seams.py
+    measures the same places (its level-jump ratio, broadband, 10 ms)."""
+    est, ref = est.float(), ref.float()
+    with torch.autocast(est.device.type, enabled=False):
+        before, after, end = CHUNK_SAMPLES - window, CHUNK_SAMPLES + PAD_LEFT, 2 * CHUNK_SAMPLES - window
+        step_est = band_levels(est, after, window) - band_levels(est, before, window)
+        step_ref = band_levels(ref, after, window) - band_levels(ref, before, window)
+        edge = (band_levels(est, end, window) - band_levels(ref, end, window)).abs()
+        return ((step_est - step_ref).abs() + edge).mean(1)
 
 
 def unrolled_pair(model: Music2Latent2, feats: list[torch.Tensor], sigma_cond: float,

@@ -79,3 +79,25 @@ def test_mel_loss_is_the_mel_distance_metric():
     loss.sum().backward()
     assert torch.isfinite(est.grad).all() and est.grad.abs().sum() > 0
     assert float(mel_loss(ref, ref)) < 1e-6
+
+
+def test_seam_level_loss_measures_steps_at_the_seam_and_the_end_level():
+    """Zero for the original; a level change of the right chunk costs at the seam (the step) and at its
+    end; the whole pair 6 dB louder costs only at the end (no step); the loss reads nothing but the
+    windows at the seam and at the end."""
+    from m2lcodec.losses import seam_level_loss
+    from m2lcodec.spectral import CHUNK_SAMPLES, PAD_LEFT
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(2, 2 * CHUNK_SAMPLES + PAD_LEFT, generator=g) * 0.1
+    assert torch.allclose(seam_level_loss(ref, ref), torch.zeros(2), atol=1e-6)
+    gain = 10 ** (6 / 20)  # +6 dB = 0.602 in log10 energy
+    louder = ref.clone()
+    louder[:, CHUNK_SAMPLES:] *= gain
+    assert torch.allclose(seam_level_loss(louder, ref), torch.full((2,), 2 * 0.602), atol=0.02)
+    assert torch.allclose(seam_level_loss(ref * gain, ref), torch.full((2,), 0.602), atol=0.02)
+    est = (ref * 0.5).requires_grad_()
+    seam_level_loss(est, ref).sum().backward()
+    assert est.grad[:, CHUNK_SAMPLES + PAD_LEFT:].abs().sum() > 0
+    assert est.grad[:, CHUNK_SAMPLES - 1024:CHUNK_SAMPLES].abs().sum() > 0  # the step also reads the left end
+    assert est.grad[:, :CHUNK_SAMPLES - 1024].abs().sum() == 0

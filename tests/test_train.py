@@ -405,6 +405,20 @@ def test_unrolled_terms_reach_the_modules_they_should():
         ConsistencyLoss(model, recon_weight=1.0, recon_context="teacher")
 
 
+def test_seam_term_is_linear_in_its_weight_and_trains_every_module():
+    """seam_weight adds seam_level_loss of the unrolled pair inside the recon term: same draw, the loss
+    grows linearly with the weight, and the added part trains encoder, decoder and CM (through the right
+    chunk, the only one with gradient at sigma_cond 0)."""
+    model, spec = tiny_model_and_spec()
+    kw = dict(recon_weight=1.0, recon_fraction=1.0, recon_context="unrolled")
+    base, _ = seeded_loss(model, spec, **kw)
+    seam2, _ = seeded_loss(model, spec, seam_weight=2.0, **kw)
+    seam4, _ = seeded_loss(model, spec, seam_weight=4.0, **kw)
+    assert float(seam2 - base) > 1e-4
+    torch.testing.assert_close(seam4 - base, 2 * (seam2 - base), rtol=1e-3, atol=1e-4)
+    assert all(v > 0 for v in module_grads(model, seam2 - base.detach()).values())
+
+
 def test_first_step_term_lowers_the_one_step_decode_error(tmp_path):
     """A few steps on one fixed batch with only the first-step term: its stft loss falls (the gradient
     points the right way through spec_to_wave and the pair)."""
