@@ -472,6 +472,16 @@ def test_best_checkpoint_kept_only_when_metric_improves(music_dir, tmp_path):
     assert load_model(tmp_path / "w.safetensors")[1].metadata["step"] == "7"
 
 
+def train_resume_export(trainer: Trainer, cfg: TrainConfig, music_dir, run, out):
+    """Two steps, a resume from the checkpoint (same config), the rest of the run, export: the export's info."""
+    trainer.fit(until=2)
+    resumed = Trainer(cfg, music_dir, run, device="cpu")
+    assert resumed.resume() and resumed.step == 2
+    resumed.fit()
+    export_weights(run / "checkpoint.pt", out)
+    return load_model(out)[1]
+
+
 def test_fine_tune_switches_edge_padding(music_dir, tmp_path):
     """edge_padding: the run loads the init weights unchanged into the replicate-padded model, trains,
     resumes and exports a model that loads with the new mode; from a preset it sets the mode too."""
@@ -488,13 +498,8 @@ def test_fine_tune_switches_edge_padding(music_dir, tmp_path):
     assert trainer.model_config.edge_padding == "replicate" and init.config.edge_padding == "zeros"
     for name, p in init.state_dict().items():
         assert torch.equal(trainer.model.state_dict()[name], p), name
-    trainer.fit(until=2)
-    resumed = Trainer(cfg, music_dir, run, device="cpu")
-    assert resumed.resume() and resumed.step == 2
-    resumed.fit()
-    out = tmp_path / "w.safetensors"
-    export_weights(run / "checkpoint.pt", out)
-    assert load_model(out)[1].config.edge_padding == "replicate"
+    info = train_resume_export(trainer, cfg, music_dir, run, tmp_path / "w.safetensors")
+    assert info.config.edge_padding == "replicate"
     scratch = Trainer(tiny_cfg(steps=1, edge_padding="replicate"), music_dir, tmp_path / "s", device="cpu")
     assert scratch.model_config.edge_padding == "replicate"
 
@@ -520,11 +525,5 @@ def test_fine_tune_with_widened_resampling(music_dir, tmp_path):
         sigma = torch.full((2, 1), 80.0)
         assert torch.allclose(trainer.model.denoise(x[:, None], sigma, trainer.model.decoder_features(z)),
                               init.denoise(x[:, None], sigma, init.decoder_features(z)), atol=1e-4)
-    trainer.fit(until=2)
-    resumed = Trainer(cfg, music_dir, run, device="cpu")
-    assert resumed.resume() and resumed.step == 2
-    resumed.fit()
-    out = tmp_path / "w.safetensors"
-    export_weights(run / "checkpoint.pt", out)
-    model, info = load_model(out)
+    info = train_resume_export(trainer, cfg, music_dir, run, tmp_path / "w.safetensors")
     assert info.config.resample_overlap
