@@ -48,6 +48,11 @@ def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float,
             "onset_corr": metrics.onset_correlation(original, decoded, sr)}
 
 
+def mean_scores(scores: list[dict[str, float | None]]) -> dict[str, float]:
+    """Mean of each measure over clips, skipping None (a ViSQOL not computed); NaN if none has it."""
+    return {m: float(np.mean([r[m] for r in scores if r[m] is not None] or [np.nan])) for m in MEASURES}
+
+
 def score_original(original: np.ndarray, sr: int) -> dict[str, float | None]:
     """The measures that have a value for the original itself (the scale the decodes are read on)."""
     return {m: None for m in MEASURES} | {
@@ -91,8 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in ("opus-6k", "opus-12k") if args.opus else ():
             res = run_baseline(get_baseline(name), audio, sr)
             rows[name][path.name] = score(audio, res.audio, sr, res.kbps, args.visqol)
-    mean = {name: {m: float(np.mean([r[m] for r in per.values() if r[m] is not None] or [np.nan]))
-                   for m in MEASURES} for name, per in rows.items()}
+    mean = {name: mean_scores(list(per.values())) for name, per in rows.items()}
     report = {"clips": [p.name for p in clips], "models": {n: {"path": p, "hash": codecs[n].info.hash}
                                                           for n, p in models.items()},
               "mean": mean, "per_clip": rows}

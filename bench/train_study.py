@@ -91,10 +91,8 @@ def train_variant(args: argparse.Namespace, name: str, overrides: dict) -> dict:
 def opus_rows(args: argparse.Namespace) -> dict:
     """Opus 6 / 12 kbps on the same clips (mono), scored by compare_models.score like every codec row
     there (ViSQOL, mel distance, periodic level error, level jumps, peakiness, onsets)."""
-    import numpy as np
-
     sys.path.insert(0, str(BENCH))
-    from compare_models import MEASURES, score
+    from compare_models import mean_scores, score
 
     from m2lcodec.audio import read_audio
     from m2lcodec.baselines import get_baseline, run_baseline
@@ -108,7 +106,7 @@ def opus_rows(args: argparse.Namespace) -> dict:
             audio = audio.mean(axis=0, keepdims=True)
             res = run_baseline(get_baseline(name), audio, sr)
             scores.append(score(audio, res.audio, sr, res.kbps))
-        rows[name] = {m: float(np.mean([s[m] for s in scores if s[m] is not None] or [np.nan])) for m in MEASURES}
+        rows[name] = mean_scores(scores)
     return rows
 
 

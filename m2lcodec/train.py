@@ -391,17 +391,13 @@ class Trainer:
             from m2lcodec.weights import load_model
 
             init, info = load_model(cfg.init_weights)
-            init_config = info.config
-            if cfg.widen_resampling and not init_config.resample_overlap:
-                init_config = replace(init_config, resample_overlap=True)
-                widened = Music2Latent2(init_config)
-                widened.load_widened(init.state_dict())
-                init = widened
-            if cfg.edge_padding and cfg.edge_padding != init_config.edge_padding:
-                init_config = replace(init_config, edge_padding=cfg.edge_padding)
-                switched = Music2Latent2(init_config)
-                switched.load_state_dict(init.state_dict())
-                init = switched
+            widen = cfg.widen_resampling and not info.config.resample_overlap
+            init_config = replace(info.config, resample_overlap=info.config.resample_overlap or widen,
+                                  edge_padding=cfg.edge_padding or info.config.edge_padding)
+            if init_config != info.config:  # the same parameters (widened if asked) in the new architecture
+                target = Music2Latent2(init_config)
+                (target.load_widened if widen else target.load_state_dict)(init.state_dict())
+                init = target
             if model_config is not None and model_config != init_config:
                 raise ValueError(f"{cfg.init_weights} has another model config than the one asked for")
             self.model_config = init_config
