@@ -91,23 +91,31 @@ def band_levels(wave: torch.Tensor, start: int, window: int, sample_rate: int = 
     return torch.log10(bands + floor)
 
 
-def seam_level_loss(est: torch.Tensor, ref: torch.Tensor, window: int = 1024) -> torch.Tensor:
+SEAM_STARTS = ("step", "level")
+
+
+def seam_level_loss(est: torch.Tensor, ref: torch.Tensor, window: int = 1024, start: str = "step") -> torch.Tensor:
     """Per example (B, N) -> (B,), on the waveforms of a decoded pair and the original pair (N >= 2 chunks).
 
-    Mean over bands of two L1 terms in log10 energy: (1) the step across the pair's seam, from the window
-    just before the right chunk's frames begin (sample CHUNK_SAMPLES, left chunk only) to the window just
-    after their overlap with the left ones (CHUNK_SAMPLES + PAD_LEFT, right chunk only), decode's step
-    against the original's: the right chunk must continue the left as decoded, not jump to its own level;
-    (2) the level of the right chunk's last final samples (the window before 2 x CHUNK_SAMPLES, where the
-    next chunk's frames will begin) against the original's: the edge the next seam joins. bench/seams.py
-    measures the same places (its level-jump ratio, broadband, 10 ms)."""
+    Mean over bands of two L1 terms in log10 energy. (1) The start of the right chunk, the window just
+    after its overlap with the left chunk's frames (CHUNK_SAMPLES + PAD_LEFT, right chunk only): with
+    start="step", the decode's step from the window just before the right chunk's frames begin (sample
+    CHUNK_SAMPLES, left chunk only) against the original's step, so the right chunk continues the left
+    as decoded (and inherits the left's level error); with start="level", its level against the
+    original's, so each side of a seam is held to the original and the step follows. (2) The level of
+    the right chunk's last final samples (the window before 2 x CHUNK_SAMPLES, where the next chunk's
+    frames will begin) against the original's: the edge the next seam joins. bench/seams.py measures
+    the same places (its level-jump ratio, broadband, 10 ms)."""
+    if start not in SEAM_STARTS:
+        raise ValueError(f"unknown seam start {start!r}; expected one of {SEAM_STARTS}")
     est, ref = est.float(), ref.float()
     with torch.autocast(est.device.type, enabled=False):
         before, after, end = CHUNK_SAMPLES - window, CHUNK_SAMPLES + PAD_LEFT, 2 * CHUNK_SAMPLES - window
-        step_est = band_levels(est, after, window) - band_levels(est, before, window)
-        step_ref = band_levels(ref, after, window) - band_levels(ref, before, window)
+        head = band_levels(est, after, window) - band_levels(ref, after, window)
+        if start == "step":
+            head = head - (band_levels(est, before, window) - band_levels(ref, before, window))
         edge = (band_levels(est, end, window) - band_levels(ref, end, window)).abs()
-        return ((step_est - step_ref).abs() + edge).mean(1)
+        return (head.abs() + edge).mean(1)
 
 
 def unrolled_pair(model: Music2Latent2, feats: list[torch.Tensor], sigma_cond: float,

@@ -101,3 +101,27 @@ def test_seam_level_loss_measures_steps_at_the_seam_and_the_end_level():
     assert est.grad[:, CHUNK_SAMPLES + PAD_LEFT:].abs().sum() > 0
     assert est.grad[:, CHUNK_SAMPLES - 1024:CHUNK_SAMPLES].abs().sum() > 0  # the step also reads the left end
     assert est.grad[:, :CHUNK_SAMPLES - 1024].abs().sum() == 0
+
+
+def test_seam_level_loss_start_level_holds_each_side_to_the_original():
+    """start="level": the whole pair 6 dB louder costs at the start and at the end (no step to hide
+    behind); only the left chunk louder costs nothing (the right chunk is right), where "step" charges
+    the right chunk for not following it; the left chunk's samples get no gradient."""
+    from m2lcodec.losses import seam_level_loss
+    from m2lcodec.spectral import CHUNK_SAMPLES, PAD_LEFT
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(2, 2 * CHUNK_SAMPLES + PAD_LEFT, generator=g) * 0.1
+    gain = 10 ** (6 / 20)
+    assert torch.allclose(seam_level_loss(ref, ref, start="level"), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(seam_level_loss(ref * gain, ref, start="level"), torch.full((2,), 2 * 0.602), atol=0.02)
+    left_loud = ref.clone()
+    left_loud[:, :CHUNK_SAMPLES] *= gain
+    assert torch.allclose(seam_level_loss(left_loud, ref, start="level"), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(seam_level_loss(left_loud, ref, start="step"), torch.full((2,), 0.602), atol=0.02)
+    est = (ref * 0.5).requires_grad_()
+    seam_level_loss(est, ref, start="level").sum().backward()
+    assert est.grad[:, CHUNK_SAMPLES + PAD_LEFT:].abs().sum() > 0
+    assert est.grad[:, :CHUNK_SAMPLES].abs().sum() == 0
+    with pytest.raises(ValueError, match="seam start"):
+        seam_level_loss(ref, ref, start="middle")

@@ -312,6 +312,16 @@ def test_output_depends_on_latents_after_short_training():
     assert after["swap_ratio"] > 3.0, after  # ... and fails with another crop's latents
 
 
+def test_latents_ignored_needs_both_swap_ratios_flat():
+    """The collapse warning's test: a flat spectrogram swap ratio alone (a spectrally trained model has
+    no phase relation to the crop) is no collapse while the log-mel distance still reacts to a swap."""
+    from m2lcodec.train import latents_ignored
+
+    assert not latents_ignored({"swap_ratio": 1.0, "swap_mel_ratio": 1.36})
+    assert latents_ignored({"swap_ratio": 1.0, "swap_mel_ratio": 1.01})
+    assert not latents_ignored({"swap_ratio": 3.0, "swap_mel_ratio": 1.01})
+
+
 def _short_band_training() -> tuple[dict, dict]:
     from m2lcodec.train import validate
 
@@ -417,6 +427,10 @@ def test_seam_term_is_linear_in_its_weight_and_trains_every_module():
     assert float(seam2 - base) > 1e-4
     torch.testing.assert_close(seam4 - base, 2 * (seam2 - base), rtol=1e-3, atol=1e-4)
     assert all(v > 0 for v in module_grads(model, seam2 - base.detach()).values())
+    level, _ = seeded_loss(model, spec, seam_weight=2.0, seam_start="level", **kw)
+    assert abs(float(level - seam2)) > 1e-5  # the start part is read another way, on the same draw
+    with pytest.raises(ValueError, match="seam_start"):
+        ConsistencyLoss(model, seam_start="middle")
 
 
 def test_first_step_term_lowers_the_one_step_decode_error(tmp_path):
