@@ -1,0 +1,103 @@
+"""Can the encoder and decoder learn a chunk's time structure at all? An envelope-only fine-tune.
+
+bench/studies/latent_content.py found the shipped model's latents and its decoder's envelope channel
+static inside a chunk: the envelope's per-band level is predicted (R^2 0.84) but its motion (what is left
+after the level: onsets, notes, swells) not at all (variance 0.1% of the truth's). This trains only the
+encoder and decoder of a weights file on the envelope term (`losses.envelope_error`, the training loss's
+anti-collapse term) alone, on random training chunks, and prints the val chunks' envelope level and
+motion R^2 every `--every` steps. `--motion-weight W` adds W x the same L2 distance on the motion part
+only (each band's mean over the chunk removed from both), so the level no longer dominates the error.
+
+    python bench/studies/envelope_motion.py --model m2lcodec/weights/default.safetensors \\
+        --train ~/m2l-corpus/train.txt --val ~/m2l-corpus/val.txt --steps 300 [--motion-weight 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from m2lcodec.data import CropDataset, fixed_crops, list_audio
+from m2lcodec.losses import envelope_error
+from m2lcodec.spectral import envelope
+from m2lcodec.weights import load_model
+
+
+def chunks_of(crops: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 1024, 128) two-chunk crops -> (2B, 2, 1024, 64) chunks."""
+    return torch.cat([crops[..., :64], crops[..., 64:]])
+
+
+def motion_error(feats: list[torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
+    """Per chunk: L2 distance of the envelope channel to the true envelope, each band's time mean removed."""
+    pred = feats[0][:, 0].float()
+    true = envelope(chunks, tuple(pred.shape[-2:]))
+    return ((pred - pred.mean(-1, keepdim=True)) - (true - true.mean(-1, keepdim=True))).pow(2).flatten(1).sum(-1).sqrt()
+
+
+@torch.no_grad()
+def scores(model, chunks: torch.Tensor) -> dict[str, float]:
+    pred = model.decoder_features(model.encode(chunks))[0][:, 0].float()
+    true = envelope(chunks, tuple(pred.shape[-2:]))
+    lp, lt = pred.mean(-1, keepdim=True), true.mean(-1, keepdim=True)
+    mp, mt = pred - lp, true - lt
+
+    def r2(t: torch.Tensor, e: torch.Tensor) -> float:
+        return float(1 - (t - e).pow(2).sum() / (t - t.mean(0)).pow(2).sum())
+
+    return {"level_r2": r2(lt, lp), "motion_r2": r2(mt, mp), "motion_var_ratio": float(mp.var() / mt.var())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--train", required=True)
+    ap.add_argument("--val", required=True)
+    ap.add_argument("--cache-dir", default=str(Path.home() / "m2l-cache"))
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--every", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=8, help="two-chunk crops per step")
+    ap.add_argument("--lr", type=float, default=1.5e-4)
+    ap.add_argument("--motion-weight", type=float, default=0.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="write the score rows here as JSON")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cache = Path(args.cache_dir)
+    model, _ = load_model(args.model)
+    model.float().train()
+    val = chunks_of(fixed_crops(list_audio(args.val), cache, 32))
+    data = iter(torch.utils.data.DataLoader(CropDataset(list_audio(args.train), cache, seed=0), batch_size=args.batch))
+    params = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    opt = torch.optim.RAdam(params, args.lr)
+    rows, t0 = [], time.time()
+    for step in itertools.count():
+        if step % args.every == 0 or step == args.steps:
+            model.eval()
+            row = {"step": step, "seconds": round(time.time() - t0), **scores(model, val)}
+            model.train()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if step == args.steps:
+            break
+        x = chunks_of(next(data))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            feats = model.decoder_features(model.encode(x))
+        loss = envelope_error(feats, x).mean()
+        if args.motion_weight > 0:
+            loss = loss + args.motion_weight * motion_error(feats, x).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if args.out:
+        Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

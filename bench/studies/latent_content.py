@@ -1,0 +1,185 @@
+"""What do a model's latents carry about a chunk's time structure, and how much of it does the decode render?
+
+Each 0.74 s chunk's log-mel spectrogram (32 bands x 31 frames, n_fft 2048, hop 1024) is split into its
+*level* (the mean of each band over the chunk: the timbre) and its *motion* (what is left: onsets, notes
+changing, the level moving inside the chunk). Ridge regressions from the chunk's K x 64 latents, fitted on
+chunks of training files and scored on chunks of val files, say how much of each part the latents hold
+linearly (R^2 on val; a lower bound on what they hold). The codec's own decode of the same val audio
+(`Codec.decode`, the CLI's decode, from float latents) is scored the same way against the original. If the
+latents hold motion that the decode does not render, the decoder is what to train; if they hold none, the
+encoder is. A second, nonlinear reading: the decoder's envelope channel (channel 0 of its finest features,
+trained by the envelope term to equal the chunk's magnitude envelope on the 256 x 32 grid,
+docs/training.md) scored with the same level/motion split against the true envelope.
+
+    python bench/studies/latent_content.py --model m2lcodec/weights/default.safetensors \\
+        --train ~/m2l-corpus/train.txt --val ~/m2l-corpus/val.txt --out latent_content.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from m2lcodec.codec import load_codec
+from m2lcodec.data import SAMPLE_RATE, cached_audio, list_audio
+from m2lcodec.metrics import log_mel_spectrogram
+from m2lcodec.spectral import CHUNK_SAMPLES, envelope
+
+N_FFT, HOP, N_MELS = 2048, 1024, 32
+
+
+def excerpts(files: list[Path], cache_dir: Path, seconds: float, count: int, seed: int) -> list[np.ndarray]:
+    """Mono float32 excerpts of `seconds` from the middle of up to `count` files (files shorter are skipped)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(files))
+    n = int(seconds * SAMPLE_RATE) // CHUNK_SAMPLES * CHUNK_SAMPLES
+    out = []
+    for i in order:
+        pcm = cached_audio(files[i], cache_dir)
+        if pcm.shape[1] < n:
+            continue
+        start = (pcm.shape[1] - n) // 2
+        out.append(np.asarray(pcm[:, start:start + n], np.float32).mean(axis=0) / 32768.0)
+        if len(out) == count:
+            break
+    return out
+
+
+def chunk_mels(audio: np.ndarray) -> np.ndarray:
+    """(samples,) -> (chunks, frames * bands): the log-mel of each chunk's 32768 samples."""
+    chunks = len(audio) // CHUNK_SAMPLES
+    return np.stack([log_mel_spectrogram(audio[t * CHUNK_SAMPLES:(t + 1) * CHUNK_SAMPLES], SAMPLE_RATE,
+                                         N_FFT, HOP, N_MELS).ravel() for t in range(chunks)])
+
+
+def split_parts(mels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(chunks, frames * bands) -> level (chunks, bands) and motion (chunks, frames * bands)."""
+    m = mels.reshape(len(mels), -1, N_MELS)
+    level = m.mean(axis=1)
+    return level, (m - level[:, None]).reshape(len(mels), -1)
+
+
+def envelope_parts(codec, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(true, decoder-predicted) envelopes (chunks, time, freq) on the decoder's finest grid."""
+    true, pred = [], []
+    with torch.inference_mode():
+        for c in clips:
+            n = len(c) // CHUNK_SAMPLES
+            spec = torch.cat([s for _, s in codec._spec_batches(c[None], SAMPLE_RATE)])[:n]
+            feat = codec.model.decoder_features(codec.model.encode(spec))[0][:, 0].float()
+            true.append(envelope(spec, tuple(feat.shape[-2:])).transpose(1, 2).numpy())
+            pred.append(feat.transpose(1, 2).numpy())
+    return np.concatenate(true), np.concatenate(pred)
+
+
+def level_motion(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(chunks, time, freq) -> level (chunks, freq), motion (chunks, time * freq)."""
+    level = x.mean(axis=1)
+    return level, (x - level[:, None]).reshape(len(x), -1)
+
+
+def r2(target: np.ndarray, estimate: np.ndarray) -> float:
+    """1 - residual / total sum of squares, the total taken around the target's mean over chunks."""
+    return float(1 - ((target - estimate) ** 2).sum() / ((target - target.mean(axis=0)) ** 2).sum())
+
+
+def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fit y ~ standardised x; returns (x mean, x std, weights, y mean)."""
+    mx, sx, my = x.mean(0), x.std(0) + 1e-6, y.mean(0)
+    xs = (x - mx) / sx
+    w = np.linalg.solve(xs.T @ xs + lam * np.eye(x.shape[1]), xs.T @ (y - my))
+    return mx, sx, w, my
+
+
+def predict(fit: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
+    mx, sx, w, my = fit
+    return (x - mx) / sx @ w + my
+
+
+def best_ridge(x: np.ndarray, y: np.ndarray, lams: list[float]) -> tuple[tuple[np.ndarray, ...], float]:
+    """Pick lambda on the last fifth of the training chunks, then refit on all of them."""
+    cut = len(x) * 4 // 5
+    scores = {lam: r2(y[cut:], predict(ridge(x[:cut], y[:cut], lam), x[cut:])) for lam in lams}
+    lam = max(scores, key=scores.get)
+    return ridge(x, y, lam), lam
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="weights file (default: the bundled model)")
+    ap.add_argument("--train", required=True, help="file list to fit the probes on")
+    ap.add_argument("--val", required=True, help="file list to score on")
+    ap.add_argument("--cache-dir", default=str(Path.home() / "m2l-cache"))
+    ap.add_argument("--train-files", type=int, default=100)
+    ap.add_argument("--val-files", type=int, default=26)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--no-decode", action="store_true", help="skip the codec decode (the slow part)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="write the scores here as JSON")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache_dir)
+    codec = load_codec(args.model, device="cpu")
+    t0 = time.time()
+
+    def latents_of(clips: list[np.ndarray]) -> np.ndarray:
+        # chunk t's frames end at sample (t + 1) * 32768 of the input; the extra last chunk covers the tail
+        return np.concatenate([codec.encode(c[None], SAMPLE_RATE)[0, :len(c) // CHUNK_SAMPLES].reshape(
+            len(c) // CHUNK_SAMPLES, -1) for c in clips])
+
+    train = excerpts(list_audio(args.train), cache, args.seconds, args.train_files, seed=0)
+    val = excerpts(list_audio(args.val), cache, args.seconds, args.val_files, seed=0)
+    z_train, z_val = latents_of(train), latents_of(val)
+    mel_train = np.concatenate([chunk_mels(c) for c in train])
+    mel_val = np.concatenate([chunk_mels(c) for c in val])
+    print(f"{len(z_train)} train chunks from {len(train)} files, {len(z_val)} val chunks from {len(val)} files, "
+          f"encoded in {time.time() - t0:.0f} s", flush=True)
+    if args.no_decode:
+        mel_dec = np.full_like(mel_val, np.nan)
+    else:
+        decoded = [codec.decode(codec.encode(c[None], SAMPLE_RATE), len(c), SAMPLE_RATE)[0] for c in val]
+        mel_dec = np.concatenate([chunk_mels(d) for d in decoded])
+        print(f"decoded in {time.time() - t0:.0f} s", flush=True)
+    env_true, env_pred = envelope_parts(codec, val)
+    env_level, env_motion = level_motion(env_true)
+    pred_level, pred_motion = level_motion(env_pred)
+
+    level_tr, motion_tr = split_parts(mel_train)
+    level_va, motion_va = split_parts(mel_val)
+    level_dec, motion_dec = split_parts(mel_dec)
+    lams = [1.0, 10.0, 100.0, 1000.0, 10000.0]
+    fit_level, lam_level = best_ridge(z_train, level_tr, lams)
+    fit_motion, lam_motion = best_ridge(z_train, motion_tr, lams)
+    # the frame-to-frame loudness curve alone (mean over bands of the motion): onsets and swells
+    loud_tr = motion_tr.reshape(len(motion_tr), -1, N_MELS).mean(axis=2)
+    loud_va = motion_va.reshape(len(motion_va), -1, N_MELS).mean(axis=2)
+    loud_dec = motion_dec.reshape(len(motion_dec), -1, N_MELS).mean(axis=2)
+    fit_loud, lam_loud = best_ridge(z_train, loud_tr, lams)
+    scores = {
+        "model": args.model or "bundled", "train_chunks": len(z_train), "val_chunks": len(z_val),
+        "level": {"latents_r2": r2(level_va, predict(fit_level, z_val)), "decode_r2": r2(level_va, level_dec),
+                  "lambda": lam_level},
+        "motion": {"latents_r2": r2(motion_va, predict(fit_motion, z_val)), "decode_r2": r2(motion_va, motion_dec),
+                   "lambda": lam_motion,
+                   "decode_motion_var_ratio": float(motion_dec.var() / motion_va.var())},
+        "loudness_curve": {"latents_r2": r2(loud_va, predict(fit_loud, z_val)), "decode_r2": r2(loud_va, loud_dec),
+                           "lambda": lam_loud,
+                           "decode_var_ratio": float(loud_dec.var() / loud_va.var())},
+    }
+    scores["decoder_envelope"] = {"level_r2": r2(env_level, pred_level), "motion_r2": r2(env_motion, pred_motion),
+                                  "motion_var_ratio": float(pred_motion.var() / env_motion.var())}
+    if args.no_decode:
+        for part in ("level", "motion", "loudness_curve"):
+            scores[part] = {k: v for k, v in scores[part].items() if not k.startswith("decode")}
+    print(json.dumps(scores, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(scores, indent=1))
+
+
+if __name__ == "__main__":
+    main()
