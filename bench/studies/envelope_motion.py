@@ -24,6 +24,7 @@ import torch
 
 from m2lcodec.data import CropDataset, fixed_crops, list_audio
 from m2lcodec.losses import envelope_error
+from m2lcodec.model import Music2Latent2, get_config
 from m2lcodec.spectral import envelope
 from m2lcodec.weights import load_model
 
@@ -55,7 +56,8 @@ def scores(model, chunks: torch.Tensor) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="weights file (default: the bundled model)")
+    ap.add_argument("--preset", default=None, help="start from a fresh model of this preset instead")
     ap.add_argument("--train", required=True)
     ap.add_argument("--val", required=True)
     ap.add_argument("--cache-dir", default=str(Path.home() / "m2l-cache"))
@@ -70,7 +72,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cache = Path(args.cache_dir)
-    model, _ = load_model(args.model)
+    model = Music2Latent2(get_config(args.preset)) if args.preset else load_model(args.model)[0]
     model.float().train()
     val = chunks_of(fixed_crops(list_audio(args.val), cache, 32))
     data = iter(torch.utils.data.DataLoader(CropDataset(list_audio(args.train), cache, seed=0), batch_size=args.batch))
