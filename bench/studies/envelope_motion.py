@@ -25,28 +25,32 @@ import torch
 from m2lcodec.data import CropDataset, fixed_crops, list_audio
 from m2lcodec.losses import envelope_error
 from m2lcodec.model import Music2Latent2, get_config
-from m2lcodec.spectral import envelope
+from m2lcodec.spectral import envelope, split_chunks
 from m2lcodec.weights import load_model
 
 
 def chunks_of(crops: torch.Tensor) -> torch.Tensor:
     """(B, 2, 1024, 128) two-chunk crops -> (2B, 2, 1024, 64) chunks."""
-    return torch.cat([crops[..., :64], crops[..., 64:]])
+    return split_chunks(crops).flatten(0, 1)
+
+
+def level_motion(env: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, freq, time) envelopes -> each band's mean over the chunk (N, freq, 1) and the rest (N, freq, time)."""
+    level = env.mean(-1, keepdim=True)
+    return level, env - level
 
 
 def motion_error(feats: list[torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
     """Per chunk: L2 distance of the envelope channel to the true envelope, each band's time mean removed."""
     pred = feats[0][:, 0].float()
     true = envelope(chunks, tuple(pred.shape[-2:]))
-    return ((pred - pred.mean(-1, keepdim=True)) - (true - true.mean(-1, keepdim=True))).pow(2).flatten(1).sum(-1).sqrt()
+    return (level_motion(pred)[1] - level_motion(true)[1]).pow(2).flatten(1).sum(-1).sqrt()
 
 
 @torch.no_grad()
 def scores(model, chunks: torch.Tensor) -> dict[str, float]:
     pred = model.decoder_features(model.encode(chunks))[0][:, 0].float()
-    true = envelope(chunks, tuple(pred.shape[-2:]))
-    lp, lt = pred.mean(-1, keepdim=True), true.mean(-1, keepdim=True)
-    mp, mt = pred - lp, true - lt
+    (lp, mp), (lt, mt) = level_motion(pred), level_motion(envelope(chunks, tuple(pred.shape[-2:])))
 
     def r2(t: torch.Tensor, e: torch.Tensor) -> float:
         return float(1 - (t - e).pow(2).sum() / (t - t.mean(0)).pow(2).sum())

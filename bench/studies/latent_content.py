@@ -57,13 +57,6 @@ def chunk_mels(audio: np.ndarray) -> np.ndarray:
                                          N_FFT, HOP, N_MELS).ravel() for t in range(chunks)])
 
 
-def split_parts(mels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(chunks, frames * bands) -> level (chunks, bands) and motion (chunks, frames * bands)."""
-    m = mels.reshape(len(mels), -1, N_MELS)
-    level = m.mean(axis=1)
-    return level, (m - level[:, None]).reshape(len(mels), -1)
-
-
 def envelope_parts(codec, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(true, decoder-predicted) envelopes (chunks, time, freq) on the decoder's finest grid."""
     true, pred = [], []
@@ -81,6 +74,11 @@ def level_motion(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(chunks, time, freq) -> level (chunks, freq), motion (chunks, time * freq)."""
     level = x.mean(axis=1)
     return level, (x - level[:, None]).reshape(len(x), -1)
+
+
+def split_parts(mels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(chunks, frames * bands) log-mels -> level (chunks, bands) and motion (chunks, frames * bands)."""
+    return level_motion(mels.reshape(len(mels), -1, N_MELS))
 
 
 def r2(target: np.ndarray, estimate: np.ndarray) -> float:
@@ -127,55 +125,55 @@ def main() -> None:
     codec = load_codec(args.model, device="cpu")
     t0 = time.time()
 
-    def latents_of(clips: list[np.ndarray]) -> np.ndarray:
+    def latents_of(clips: list[np.ndarray]) -> list[np.ndarray]:
+        return [codec.encode(c[None], SAMPLE_RATE) for c in clips]
+
+    def chunk_rows(latents: list[np.ndarray], clips: list[np.ndarray]) -> np.ndarray:
         # chunk t's frames end at sample (t + 1) * 32768 of the input; the extra last chunk covers the tail
-        return np.concatenate([codec.encode(c[None], SAMPLE_RATE)[0, :len(c) // CHUNK_SAMPLES].reshape(
-            len(c) // CHUNK_SAMPLES, -1) for c in clips])
+        return np.concatenate([z[0, :len(c) // CHUNK_SAMPLES].reshape(len(c) // CHUNK_SAMPLES, -1)
+                               for z, c in zip(latents, clips)])
 
     train = excerpts(list_audio(args.train), cache, args.seconds, args.train_files, seed=0)
     val = excerpts(list_audio(args.val), cache, args.seconds, args.val_files, seed=0)
-    z_train, z_val = latents_of(train), latents_of(val)
+    latents_val = latents_of(val)
+    z_train, z_val = chunk_rows(latents_of(train), train), chunk_rows(latents_val, val)
     mel_train = np.concatenate([chunk_mels(c) for c in train])
     mel_val = np.concatenate([chunk_mels(c) for c in val])
     print(f"{len(z_train)} train chunks from {len(train)} files, {len(z_val)} val chunks from {len(val)} files, "
           f"encoded in {time.time() - t0:.0f} s", flush=True)
-    if args.no_decode:
-        mel_dec = np.full_like(mel_val, np.nan)
-    else:
-        decoded = [codec.decode(codec.encode(c[None], SAMPLE_RATE), len(c), SAMPLE_RATE)[0] for c in val]
-        mel_dec = np.concatenate([chunk_mels(d) for d in decoded])
-        print(f"decoded in {time.time() - t0:.0f} s", flush=True)
-    env_true, env_pred = envelope_parts(codec, val)
-    env_level, env_motion = level_motion(env_true)
-    pred_level, pred_motion = level_motion(env_pred)
 
     level_tr, motion_tr = split_parts(mel_train)
     level_va, motion_va = split_parts(mel_val)
-    level_dec, motion_dec = split_parts(mel_dec)
     lams = [1.0, 10.0, 100.0, 1000.0, 10000.0]
     fit_level, lam_level = best_ridge(z_train, level_tr, lams)
     fit_motion, lam_motion = best_ridge(z_train, motion_tr, lams)
-    # the frame-to-frame loudness curve alone (mean over bands of the motion): onsets and swells
-    loud_tr = motion_tr.reshape(len(motion_tr), -1, N_MELS).mean(axis=2)
-    loud_va = motion_va.reshape(len(motion_va), -1, N_MELS).mean(axis=2)
-    loud_dec = motion_dec.reshape(len(motion_dec), -1, N_MELS).mean(axis=2)
-    fit_loud, lam_loud = best_ridge(z_train, loud_tr, lams)
+
+    def loudness(motion: np.ndarray) -> np.ndarray:
+        """The frame-to-frame loudness curve alone (mean over bands of the motion): onsets and swells."""
+        return motion.reshape(len(motion), -1, N_MELS).mean(axis=2)
+
+    loud_va = loudness(motion_va)
+    fit_loud, lam_loud = best_ridge(z_train, loudness(motion_tr), lams)
+    env_true, env_pred = envelope_parts(codec, val)
+    (env_level, env_motion), (pred_level, pred_motion) = level_motion(env_true), level_motion(env_pred)
     scores = {
         "model": args.model or "bundled", "train_chunks": len(z_train), "val_chunks": len(z_val),
-        "level": {"latents_r2": r2(level_va, predict(fit_level, z_val)), "decode_r2": r2(level_va, level_dec),
-                  "lambda": lam_level},
-        "motion": {"latents_r2": r2(motion_va, predict(fit_motion, z_val)), "decode_r2": r2(motion_va, motion_dec),
-                   "lambda": lam_motion,
-                   "decode_motion_var_ratio": float(motion_dec.var() / motion_va.var())},
-        "loudness_curve": {"latents_r2": r2(loud_va, predict(fit_loud, z_val)), "decode_r2": r2(loud_va, loud_dec),
-                           "lambda": lam_loud,
-                           "decode_var_ratio": float(loud_dec.var() / loud_va.var())},
+        "level": {"latents_r2": r2(level_va, predict(fit_level, z_val)), "lambda": lam_level},
+        "motion": {"latents_r2": r2(motion_va, predict(fit_motion, z_val)), "lambda": lam_motion},
+        "loudness_curve": {"latents_r2": r2(loud_va, predict(fit_loud, z_val)), "lambda": lam_loud},
+        "decoder_envelope": {"level_r2": r2(env_level, pred_level), "motion_r2": r2(env_motion, pred_motion),
+                             "motion_var_ratio": float(pred_motion.var() / env_motion.var())},
     }
-    scores["decoder_envelope"] = {"level_r2": r2(env_level, pred_level), "motion_r2": r2(env_motion, pred_motion),
-                                  "motion_var_ratio": float(pred_motion.var() / env_motion.var())}
-    if args.no_decode:
-        for part in ("level", "motion", "loudness_curve"):
-            scores[part] = {k: v for k, v in scores[part].items() if not k.startswith("decode")}
+    if not args.no_decode:
+        decoded = [codec.decode(z, len(c), SAMPLE_RATE)[0] for z, c in zip(latents_val, val)]
+        print(f"decoded in {time.time() - t0:.0f} s", flush=True)
+        level_dec, motion_dec = split_parts(np.concatenate([chunk_mels(d) for d in decoded]))
+        loud_dec = loudness(motion_dec)
+        scores["level"]["decode_r2"] = r2(level_va, level_dec)
+        scores["motion"].update(decode_r2=r2(motion_va, motion_dec),
+                                decode_motion_var_ratio=float(motion_dec.var() / motion_va.var()))
+        scores["loudness_curve"].update(decode_r2=r2(loud_va, loud_dec),
+                                        decode_var_ratio=float(loud_dec.var() / loud_va.var()))
     print(json.dumps(scores, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(scores, indent=1))
