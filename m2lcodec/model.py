@@ -12,7 +12,7 @@ The model knows nothing about files, sample rates or sampling loops.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -47,6 +47,13 @@ class ModelConfig:
     resample_overlap: bool = False  # resampling convs with kernel 2x stride (modules.py): no per-token blocks
     edge_padding: str = "zeros"  # what convs see beyond a chunk's first/last frame: "zeros", "replicate" or
     #                              "context" (replicate, and in the pair the right chunk sees the left's frames)
+    grid_code: int = 0  # channels per token of the linear grid paths (0 = off, the paper): the encoder adds a
+    #                     linear map of its whole token grid to the latents, the decoder a linear map of the
+    #                     latents to every token (docs/architecture.md "Grid paths": attention pooling alone
+    #                     carried no time structure inside a chunk)
+    pos_gain: float = 1.0  # the token-grid position embeddings enter as gain x parameter (1 = the paper's plain
+    #                        learned embedding): a gain g makes them learn g times faster under Adam; measured
+    #                        no help for the time path (docs/architecture.md, "Grid paths")
 
     def __post_init__(self) -> None:
         check_edge(self.edge_padding)
@@ -123,6 +130,43 @@ class FrequencyScaling(nn.Module):
         return x * self.gain
 
 
+class GridToLatents(nn.Module):
+    """The encoder's grid path: each token squeezed to `grid_code` channels, then one linear map of the whole
+    grid to the K x d_lat pre-tanh latents. Unlike attention pooling (which, with position embeddings far
+    weaker than the content, summed the tokens as a bag) it sees where in the chunk each token sits.
+    The last layer starts at zero: adding the path to a trained model leaves its function unchanged."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.squeeze = nn.Linear(cfg.channels[-1], cfg.grid_code)
+        self.mix = nn.Linear(cfg.tokens * cfg.grid_code, cfg.num_latents * cfg.latent_dim)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+        self.shape = (cfg.num_latents, cfg.latent_dim)
+
+    def forward(self, grid_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, tokens, C) patchifier tokens -> (B, K, d_lat)."""
+        return self.mix(self.squeeze(grid_tokens).flatten(1)).view(-1, *self.shape)
+
+
+class LatentsToGrid(nn.Module):
+    """The decoder's grid path, the mirror of GridToLatents: one linear map of all K x d_lat latents to
+    `grid_code` channels per token, widened per token to the model width and added to its mask token, so
+    every token gets its own reading of the latents (the direct path gives all tokens the same one)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.mix = nn.Linear(cfg.num_latents * cfg.latent_dim, cfg.tokens * cfg.grid_code)
+        self.widen = nn.Linear(cfg.grid_code, cfg.width)
+        nn.init.zeros_(self.widen.weight)
+        nn.init.zeros_(self.widen.bias)
+        self.shape = (cfg.tokens, cfg.grid_code)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, K, d_lat) -> (B, tokens, width)."""
+        return self.widen(self.mix(z.flatten(1)).view(-1, *self.shape))
+
+
 class Encoder(nn.Module):
     """Chunk -> K summary embeddings: patchifier, tokens + K learnable latent tokens, transformer, tanh."""
 
@@ -139,18 +183,33 @@ class Encoder(nn.Module):
             TransformerBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth_encoder))
         self.norm_out = nn.LayerNorm(cfg.width)
         self.to_latent = nn.Linear(cfg.width, cfg.latent_dim)
+        self.grid_path = GridToLatents(cfg) if cfg.grid_code else None
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 2, 1024, 64) -> (B, K, width): the summary tokens before the last linear (for MIR)."""
-        h, _ = self.patchifier(self.freq_scale(x))
-        tokens = self.proj_in(grid_to_tokens(h)) + self.pos
-        seq = torch.cat([tokens, self.latent_tokens.expand(x.shape[0], -1, -1)], dim=1)
+    def grid_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2, 1024, 64) -> (B, tokens, channels[-1]): the patchifier's grid as tokens."""
+        return grid_to_tokens(self.patchifier(self.freq_scale(x))[0])
+
+    def features_of(self, grid_tokens: torch.Tensor) -> torch.Tensor:
+        """Grid tokens -> (B, K, width): the latent tokens after the transformer, before the last linear."""
+        tokens = self.proj_in(grid_tokens) + self.pos * self.cfg.pos_gain
+        seq = torch.cat([tokens, self.latent_tokens.expand(grid_tokens.shape[0], -1, -1)], dim=1)
         for block in self.blocks:
             seq = block(seq)
         return self.norm_out(seq[:, -self.cfg.num_latents:])
 
+    def latents_of(self, grid_tokens: torch.Tensor) -> torch.Tensor:
+        """Grid tokens -> (B, K, d_lat) summary embeddings (the grid path, if any, added before the tanh)."""
+        pre = self.to_latent(self.features_of(grid_tokens))
+        if self.grid_path is not None:
+            pre = pre + self.grid_path(grid_tokens)
+        return torch.tanh(pre)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2, 1024, 64) -> (B, K, width): the summary tokens before the last linear (for MIR)."""
+        return self.features_of(self.grid_tokens(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.to_latent(self.features(x)))
+        return self.latents_of(self.grid_tokens(x))
 
 
 class Decoder(nn.Module):
@@ -164,6 +223,7 @@ class Decoder(nn.Module):
         self.mask_token = nn.Parameter(torch.randn(1, 1, cfg.width) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, cfg.tokens, cfg.width) * 0.02)
         self.direct = nn.Linear(cfg.num_latents * cfg.latent_dim, cfg.width) if cfg.latent_direct_path else None
+        self.grid_path = LatentsToGrid(cfg) if cfg.grid_code else None
         self.blocks = nn.ModuleList(
             TransformerBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth_decoder))
         self.norm_out = nn.LayerNorm(cfg.width)
@@ -171,17 +231,30 @@ class Decoder(nn.Module):
         self.depatchifier = DePatchifier(cfg.channels, cfg.blocks, cfg.stem, cfg.down, overlap=cfg.resample_overlap,
                                          edge=cfg.edge_padding)
 
-    def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
-        b = z.shape[0]
-        mask = self.mask_token + self.pos
+    def mask_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, K, d_lat) -> (B, tokens, width): what each audio position starts from (mask token, position,
+        and the latents' direct and grid paths)."""
+        mask = (self.mask_token + self.pos * self.cfg.pos_gain).expand(z.shape[0], -1, -1)
         if self.direct is not None:
             mask = mask + self.direct(z.flatten(1))[:, None, :]
-        seq = torch.cat([self.from_latent(z) + self.latent_pos, mask.expand(b, -1, -1)], dim=1)
+        if self.grid_path is not None:
+            mask = mask + self.grid_path(z)
+        return mask
+
+    def audio_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, K, d_lat) -> (B, tokens, width): the transformer's audio tokens, before the output norm."""
+        seq = torch.cat([self.from_latent(z) + self.latent_pos, self.mask_tokens(z)], dim=1)
         for block in self.blocks:
             seq = block(seq)
-        h = tokens_to_grid(self.proj_out(self.norm_out(seq[:, self.cfg.num_latents:])), self.cfg.grid)
+        return seq[:, self.cfg.num_latents:]
+
+    def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
+        h = tokens_to_grid(self.proj_out(self.norm_out(self.audio_tokens(z))), self.cfg.grid)
         feats, _ = self.depatchifier(h)
         return feats
+
+
+POSITION_PARAMS = ("encoder.pos", "decoder.pos", "cm.pos")  # the token-grid embeddings `pos_gain` scales
 
 
 def chunk_causal_mask(chunks: int, tokens: int, device: torch.device | None = None) -> torch.Tensor:
@@ -221,7 +294,7 @@ class ConsistencyModel(nn.Module):
         cond = self.noise_embed(schedule.noise_embedding_input(flat_sigma))  # (B*n, cond)
         h = self.freq_scale_in(schedule.c_in(flat_sigma)[expand].to(flat_x.dtype) * flat_x)
         h, skips = self.patchifier(h, cond, features, chunks=n)
-        tokens = (self.proj_in(grid_to_tokens(h)) + self.pos).reshape(b, n, self.cfg.tokens, -1)
+        tokens = (self.proj_in(grid_to_tokens(h)) + self.pos * self.cfg.pos_gain).reshape(b, n, self.cfg.tokens, -1)
         seq = (tokens + self.segment[:n, None, :]).reshape(b, n * self.cfg.tokens, self.cfg.width)
         chunk_cond = cond.reshape(b, n, -1)  # each chunk's tokens are modulated by that chunk's noise level
         mask = chunk_causal_mask(n, self.cfg.tokens, x.device) if n > 1 else None
@@ -254,19 +327,38 @@ class Music2Latent2(nn.Module):
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         return self.cm(x, sigma, features)
 
-    def load_widened(self, state: dict[str, torch.Tensor]) -> None:
-        """Load the state of the same architecture without `resample_overlap` into this model (which has
-        it): each resampling layer's weights go to the middle taps of its wider kernel, so the model
-        computes exactly what the old one did (fine-tuning a shipped model onto the new geometry)."""
-        if not self.config.resample_overlap:
-            raise ValueError("load_widened needs a model with resample_overlap=True")
+    def load_adapted(self, state: dict[str, torch.Tensor], source: ModelConfig) -> None:
+        """Load the state of a model of config `source` into this one, which may differ from it in three
+        ways that keep the function (fine-tuning a shipped model onto a new geometry, which starts from
+        exactly what the old model computed):
+        - resample_overlap turned on: each resampling layer's weights go to the middle taps of its wider
+          kernel (docs/architecture.md, "Resampling overlap");
+        - another pos_gain: the position parameters are rescaled, so they then learn pos_gain / old gain
+          times faster ("Position gain");
+        - grid paths added (grid_code > 0): they keep their initialisation, whose zero last layers add
+          nothing ("Grid paths").
+        Anything else (edge_padding aside, which has no parameters) must match."""
+        cfg = self.config
+        if replace(source, resample_overlap=cfg.resample_overlap, pos_gain=cfg.pos_gain, grid_code=cfg.grid_code,
+                   edge_padding=cfg.edge_padding) != cfg:
+            raise ValueError("the source model differs in more than resampling overlap, position gain, grid paths")
+        if source.resample_overlap and not cfg.resample_overlap:
+            raise ValueError("cannot load overlapping resampling layers into non-overlapping ones")
+        if source.grid_code and source.grid_code != cfg.grid_code:
+            raise ValueError("cannot drop or resize the source's grid paths")
         state = dict(state)
-        for name, module in self.named_modules():
-            key = f"{name}.weight"
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and key in state \
-                    and state[key].shape != module.weight.shape:
-                state[key] = widen_resampling_weight(state[key], module.stride)
-        self.load_state_dict(state)
+        if cfg.resample_overlap and not source.resample_overlap:
+            for name, module in self.named_modules():
+                key = f"{name}.weight"
+                if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and key in state \
+                        and state[key].shape != module.weight.shape:
+                    state[key] = widen_resampling_weight(state[key], module.stride)
+        for name in POSITION_PARAMS:
+            if name in state:  # (a missing one is reported below)
+                state[name] = state[name] * (source.pos_gain / cfg.pos_gain)
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected or any(not (".grid_path." in key and not source.grid_code) for key in missing):
+            raise ValueError(f"the state does not fit its config: missing {missing}, unexpected {unexpected}")
 
     def param_counts(self) -> dict[str, int]:
         counts = {name: sum(p.numel() for p in getattr(self, name).parameters())

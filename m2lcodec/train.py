@@ -69,10 +69,14 @@ class TrainConfig:
     #                         at lr 2e-4 collapsed small-v6 at step ~3430 (docs/training.md, "Stability")
     best_metric: str = "pair_mel@0"  # validation metric (lower is better) whose best step is kept as best.pt
     init_weights: str = ""  # fine-tune: start model and EMA from this weights file (step 0, fresh optimiser)
-    widen_resampling: bool = False  # fine-tune: give the init model overlapping resampling convs, starting
-    #                                 from the same function (ModelConfig.resample_overlap, Music2Latent2.load_widened)
+    widen_resampling: bool = False  # overlapping resampling convs (ModelConfig.resample_overlap) for the run's
+    #                                 model; a fine-tune starts from the init's function (Music2Latent2.load_adapted)
     edge_padding: str = ""  # ModelConfig.edge_padding of the run's model ("" = the preset's or init's; the
     #                         modes share parameters, so a fine-tune switches by loading the same weights)
+    grid_code: int = 0  # ModelConfig.grid_code of the run's model (0 = the preset's or init's); a fine-tune
+    #                     adds the grid paths to the init model, starting from the same function
+    pos_gain: float = 0.0  # ModelConfig.pos_gain of the run's model (0 = the preset's or init's)
+    grid_lr_scale: float = 1.0  # the grid paths' lr is this times the schedule's (new layers in a trained model)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
     seed: int = 0
@@ -406,12 +410,13 @@ class Trainer:
             from m2lcodec.weights import load_model
 
             init, info = load_model(cfg.init_weights)
-            widen = cfg.widen_resampling and not info.config.resample_overlap
-            init_config = replace(info.config, resample_overlap=info.config.resample_overlap or widen,
-                                  edge_padding=cfg.edge_padding or info.config.edge_padding)
-            if init_config != info.config:  # the same parameters (widened if asked) in the new architecture
+            init_config = replace(info.config, resample_overlap=info.config.resample_overlap or cfg.widen_resampling,
+                                  edge_padding=cfg.edge_padding or info.config.edge_padding,
+                                  grid_code=cfg.grid_code or info.config.grid_code,
+                                  pos_gain=cfg.pos_gain or info.config.pos_gain)
+            if init_config != info.config:  # the same function in the new architecture (Music2Latent2.load_adapted)
                 target = Music2Latent2(init_config)
-                (target.load_widened if widen else target.load_state_dict)(init.state_dict())
+                target.load_adapted(init.state_dict(), info.config)
                 init = target
             if model_config is not None and model_config != init_config:
                 raise ValueError(f"{cfg.init_weights} has another model config than the one asked for")
@@ -419,8 +424,10 @@ class Trainer:
             self.model = init.train().to(self.device)
         else:
             self.model_config = model_config or get_config(cfg.preset)
-            if cfg.edge_padding:
-                self.model_config = replace(self.model_config, edge_padding=cfg.edge_padding)
+            self.model_config = replace(self.model_config, edge_padding=cfg.edge_padding or self.model_config.edge_padding,
+                                        resample_overlap=self.model_config.resample_overlap or cfg.widen_resampling,
+                                        grid_code=cfg.grid_code or self.model_config.grid_code,
+                                        pos_gain=cfg.pos_gain or self.model_config.pos_gain)
             self.model = Music2Latent2(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.loss_fn = ConsistencyLoss.from_config(self.model, cfg)
@@ -428,7 +435,10 @@ class Trainer:
         if self.world > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(
                 self.loss_fn, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.opt = torch.optim.RAdam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        grid = [p for name, p in self.model.named_parameters() if ".grid_path." in name]
+        rest = [p for name, p in self.model.named_parameters() if ".grid_path." not in name]
+        groups = [{"params": rest, "lr_scale": 1.0}] + ([{"params": grid, "lr_scale": cfg.grid_lr_scale}] if grid else [])
+        self.opt = torch.optim.RAdam(groups, lr=cfg.lr, betas=cfg.betas)
         self.dtype = autocast_dtype(cfg.precision, self.device)
         self.step = 0
         self.ckpt_path = self.run_dir / "checkpoint.pt"
@@ -499,7 +509,7 @@ class Trainer:
         cfg = self.cfg
         lr = lr_at(self.step, cfg)
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         delta = cfg.step_schedule(self.step, cfg.steps)
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             loss, stats = self.wrapped(spec.to(self.device, non_blocking=True), delta)

@@ -284,3 +284,26 @@ def test_learning_curve_compares_runs(tmp_path: Path) -> None:
     assert set(curves) == {"new", "old"}
     assert curves["new"][0]["train_hours"] == pytest.approx(0.2)  # 20 steps at 36 s each
     assert "feature_spread" not in curves["old"][0]
+
+
+def test_time_path_probes_see_the_grid_paths() -> None:
+    """bench/studies/time_path.py: a bag-of-tokens encoder barely notices its tokens reversed in time; with
+    live grid paths it does, and the decoder's grid reading shows up in its probes."""
+    import dataclasses
+
+    from m2lcodec.model import Music2Latent2, get_config
+
+    time_path = _load("studies/time_path")
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 1024, 64) * 0.3
+    plain = Music2Latent2(get_config("tiny")).eval()
+    grid = Music2Latent2(dataclasses.replace(get_config("tiny"), grid_code=2)).eval()
+    grid.load_adapted(plain.state_dict(), plain.config)
+    with torch.no_grad():
+        for path in (grid.encoder.grid_path.mix, grid.decoder.grid_path.widen):
+            path.weight.normal_(0, 1.0)
+    p, g = time_path.model_probes(plain, x), time_path.model_probes(grid, x)
+    assert p["decoder_grid_norm"] == 0 and g["decoder_grid_norm"] > 0
+    assert g["reversal_change"] > 3 * p["reversal_change"]
+    comp = time_path.motion_compressibility(torch.randn(160, 2, 1024, 64), torch.randn(8, 2, 1024, 64))
+    assert all(-1 < v <= 1 for v in comp.values())

@@ -149,7 +149,7 @@ def test_widened_model_computes_what_the_old_one_did():
     """Fine-tuning onto overlapping resampling starts from the very same function."""
     old = randomise(tiny())
     new = Music2Latent2(dataclasses.replace(old.config, resample_overlap=True)).eval()
-    new.load_widened(old.state_dict())
+    new.load_adapted(old.state_dict(), old.config)
     assert new.cm.patchifier.stem.weight.shape[-2:] == (8, 4)  # stride (4, 2) -> kernel (8, 4)
     torch.manual_seed(3)
     x = torch.randn(2, 2, 2, 1024, 64)
@@ -165,7 +165,7 @@ def test_widened_model_computes_what_the_old_one_did():
         new.cm.depatchifier.head.weight[..., 0, 0].add_(0.5)
         assert not torch.allclose(old.denoise(x, sigma, f_old), new.denoise(x, sigma, f_new), atol=1e-3)
     with pytest.raises(ValueError):
-        tiny().load_widened(old.state_dict())
+        tiny().load_adapted(new.state_dict(), new.config)  # overlap cannot be taken away
 
 
 def test_edge_padding_modes_share_weights_and_differ_only_near_the_edges():
@@ -202,3 +202,83 @@ def test_context_edges_change_only_the_right_chunk_of_a_pair():
     torch.testing.assert_close(a[:, 0], b[:, 0])
     torch.testing.assert_close(alone_a, alone_b)
     assert (a[:, 1] - b[:, 1]).abs().max() > 1e-4
+
+
+def test_regained_model_computes_what_the_old_one_did_and_its_positions_learn_faster():
+    """A fine-tune onto a larger pos_gain starts from the same function; one optimiser step then moves the
+    effective position embedding (gain x parameter) pos_gain / old_gain times as far."""
+    old = randomise(tiny())
+    new = Music2Latent2(dataclasses.replace(old.config, pos_gain=25.0)).eval()
+    new.load_adapted(old.state_dict(), old.config)
+    assert torch.allclose(new.encoder.pos * 25.0, old.encoder.pos)
+    torch.manual_seed(3)
+    x = torch.randn(2, 2, 2, 1024, 64)
+    sigma = torch.tensor([[0.4, 80.0], [1.0, 5.0]])
+    with torch.no_grad():
+        z_old, z_new = old.encode(x.flatten(0, 1)), new.encode(x.flatten(0, 1))
+        assert torch.allclose(z_old, z_new, atol=1e-6)
+        f_old, f_new = old.decoder_features(z_old), new.decoder_features(z_old)
+        for a, b in zip(f_old, f_new):
+            assert torch.allclose(a, b, atol=1e-5)
+        assert torch.allclose(old.denoise(x, sigma, f_old), new.denoise(x, sigma, f_new), atol=1e-5)
+    moved = {}
+    for name, model in (("old", old), ("new", new)):
+        opt = torch.optim.Adam([model.decoder.pos], lr=1e-3)
+        before = model.decoder.pos.detach() * model.config.pos_gain
+        model.decoder_features(z_old)[0].pow(2).sum().backward()
+        opt.step()
+        moved[name] = float((model.decoder.pos.detach() * model.config.pos_gain - before).abs().mean())
+    assert moved["new"] == pytest.approx(25.0 * moved["old"], rel=0.05)
+
+
+def test_pos_gain_scales_a_fresh_models_position_embeddings():
+    """At pos_gain g a fresh model's effective position embeddings are g times the default's (same seed)."""
+    torch.manual_seed(0)
+    plain = Music2Latent2(get_config("tiny"))
+    torch.manual_seed(0)
+    strong = Music2Latent2(dataclasses.replace(get_config("tiny"), pos_gain=10.0))
+    torch.testing.assert_close(strong.cm.pos * 10.0, plain.cm.pos * 10.0)  # same parameters ...
+    x = torch.randn(2, 2, 1024, 64)
+    assert not torch.allclose(plain.encode(x), strong.encode(x), atol=1e-4)  # ... entering 10x stronger
+
+
+def test_grown_model_computes_what_the_old_one_did():
+    """Grid paths added to a trained model start at zero: the same function, and they are live after a step."""
+    old = randomise(tiny())
+    new = Music2Latent2(dataclasses.replace(old.config, grid_code=2)).eval()
+    new.load_adapted(old.state_dict(), old.config)
+    torch.manual_seed(3)
+    x = torch.randn(2, 2, 2, 1024, 64)
+    sigma = torch.tensor([[0.4, 80.0], [1.0, 5.0]])
+    with torch.no_grad():
+        z_old, z_new = old.encode(x.flatten(0, 1)), new.encode(x.flatten(0, 1))
+        assert torch.allclose(z_old, z_new, atol=1e-6)
+        for a, b in zip(old.decoder_features(z_old), new.decoder_features(z_old)):
+            assert torch.allclose(a, b, atol=1e-5)
+    new.decoder_features(new.encode(x.flatten(0, 1)))[0].pow(2).sum().backward()
+    for path in (new.encoder.grid_path.mix, new.decoder.grid_path.widen):  # the zero layers get gradient
+        assert path.weight.grad.abs().max() > 0
+    with pytest.raises(ValueError):
+        tiny().load_adapted(new.state_dict(), new.config)  # grid paths cannot be dropped
+    with pytest.raises(ValueError):  # a state that does not fit its config
+        new.load_adapted({k: v for k, v in old.state_dict().items() if not k.startswith("cm.")}, old.config)
+    with pytest.raises(ValueError):  # another geometry
+        new.load_adapted(old.state_dict(), dataclasses.replace(old.config, heads=1))
+
+
+def test_grid_paths_carry_where_in_the_chunk_things_happen():
+    """With live grid paths the latents tell a chunk from its time reversal and the decoder's tokens differ
+    across time even where its transformer input is otherwise the same for every token."""
+    model = randomise(Music2Latent2(dataclasses.replace(get_config("tiny"), grid_code=2)).eval(), scale=0.2)
+    torch.manual_seed(3)
+    x = torch.randn(3, 2, 1024, 64) * 0.3
+    plain = randomise(tiny(), scale=0.2)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if ".grid_path." not in k})
+    with torch.no_grad():
+        def reversal_change(m: Music2Latent2) -> float:
+            z, zr = m.encode(x), m.encode(x.flip(-1))
+            return float((z - zr).norm() / z.norm())
+        assert reversal_change(model) > 3 * reversal_change(plain)
+        z = model.encode(x)
+        grid = model.decoder.grid_path(z)  # (B, tokens, width): one reading per token
+        assert grid.std(1).mean() > 0.1 * grid.abs().mean()

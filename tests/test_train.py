@@ -541,3 +541,35 @@ def test_fine_tune_with_widened_resampling(music_dir, tmp_path):
                               init.denoise(x[:, None], sigma, init.decoder_features(z)), atol=1e-4)
     info = train_resume_export(trainer, cfg, music_dir, run, tmp_path / "w.safetensors")
     assert info.config.resample_overlap
+
+
+def test_fine_tune_adds_grid_paths_at_their_own_lr(music_dir, tmp_path):
+    """grid_code / pos_gain: the run starts from the init weights' function with grid paths added and
+    position embeddings regained; the grid paths train at grid_lr_scale x the schedule's lr; the run
+    resumes and exports a model that loads with the new config. From a preset both fields set the model."""
+    from m2lcodec.weights import save_weights
+
+    torch.manual_seed(0)
+    init = Music2Latent2(get_config("tiny")).eval()
+    path = tmp_path / "init.safetensors"
+    save_weights(path, init.config, init.state_dict())
+    init, _ = load_model(path)
+    run = tmp_path / "run"
+    cfg = tiny_cfg(steps=4, init_weights=str(path), grid_code=2, pos_gain=8.0, grid_lr_scale=10.0)
+    trainer = Trainer(cfg, music_dir, run, device="cpu")
+    assert trainer.model_config.grid_code == 2 and trainer.model_config.pos_gain == 8.0
+    x = torch.randn(2, 2, 1024, 64)
+    with torch.no_grad():
+        z = init.encode(x)
+        assert torch.allclose(trainer.model.eval().encode(x), z, atol=1e-5)
+        for a, b in zip(trainer.model.decoder_features(z), init.decoder_features(z)):
+            assert torch.allclose(a, b, atol=1e-5)
+    trainer.model.train()
+    trainer.train_step(next(iter(trainer.loader())))
+    lrs = sorted(group["lr"] for group in trainer.opt.param_groups)
+    assert len(lrs) == 2 and lrs[1] == pytest.approx(10.0 * lrs[0])
+    info = train_resume_export(trainer, cfg, music_dir, run, tmp_path / "w.safetensors")
+    assert info.config.grid_code == 2 and info.config.pos_gain == 8.0
+    scratch = Trainer(tiny_cfg(steps=1, grid_code=3, widen_resampling=True), music_dir, tmp_path / "s", device="cpu")
+    assert scratch.model.encoder.grid_path is not None and scratch.model_config.grid_code == 3
+    assert scratch.model_config.resample_overlap

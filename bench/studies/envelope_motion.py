@@ -10,6 +10,13 @@ only (each band's mean over the chunk removed from both), so the level no longer
 
     python bench/studies/envelope_motion.py --model m2lcodec/weights/default.safetensors \\
         --train ~/m2l-corpus/train.txt --val ~/m2l-corpus/val.txt --steps 300 [--motion-weight 4]
+
+Session 10 (docs/architecture.md, "Grid paths"): `--preset tiny` starts from a fresh model, `--grid-code N`
+adds grid paths (to a fresh model, or to the weights, keeping their function), `--grid-lr-scale` trains
+them faster, `--loss mse` is the plain mean-squared objective those measurements used, e.g.
+
+    python bench/studies/envelope_motion.py --preset tiny --grid-code 4 --loss mse --lr 1e-3 \
+        --steps 480 --every 80 --motion-weight 4 --train ... --val ...
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import itertools
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,6 +35,10 @@ from m2lcodec.losses import envelope_error
 from m2lcodec.model import Music2Latent2, get_config
 from m2lcodec.spectral import envelope, split_chunks
 from m2lcodec.weights import load_model
+
+
+COARSE = (32, 8)  # (freq, time) cells of the coarse motion score: a linear 64-number code of the val chunks'
+#                  coarse envelopes holds 94% of its motion variance (PCA fitted on train chunks)
 
 
 def chunks_of(crops: torch.Tensor) -> torch.Tensor:
@@ -55,7 +67,10 @@ def scores(model, chunks: torch.Tensor) -> dict[str, float]:
     def r2(t: torch.Tensor, e: torch.Tensor) -> float:
         return float(1 - (t - e).pow(2).sum() / (t - t.mean(0)).pow(2).sum())
 
-    return {"level_r2": r2(lt, lp), "motion_r2": r2(mt, mp), "motion_var_ratio": float(mp.var() / mt.var())}
+    coarse_p = torch.nn.functional.adaptive_avg_pool2d(pred[:, None], COARSE)[:, 0]
+    coarse_t = envelope(chunks, COARSE)
+    return {"level_r2": r2(lt, lp), "motion_r2": r2(mt, mp), "motion_var_ratio": float(mp.var() / mt.var()),
+            "coarse_motion_r2": r2(level_motion(coarse_t)[1], level_motion(coarse_p)[1])}
 
 
 def main() -> None:
@@ -70,18 +85,38 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="two-chunk crops per step")
     ap.add_argument("--lr", type=float, default=1.5e-4)
     ap.add_argument("--motion-weight", type=float, default=0.0)
+    ap.add_argument("--loss", choices=("norm", "mse"), default="norm",
+                    help="norm: the training's envelope term (per-chunk L2 norm) + W x the same on the motion, "
+                         "RAdam; mse: mean squared level error + W x mean squared motion error, Adam (session 10)")
+    ap.add_argument("--pos-gain", type=float, default=0.0,
+                    help="run the weights with this ModelConfig.pos_gain (same function, faster position learning)")
+    ap.add_argument("--grid-code", type=int, default=0,
+                    help="add grid paths of this many channels per token (ModelConfig.grid_code) to the weights")
+    ap.add_argument("--grid-lr-scale", type=float, default=1.0, help="the grid paths' lr is this times --lr")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the score rows here as JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cache = Path(args.cache_dir)
-    model = Music2Latent2(get_config(args.preset)) if args.preset else load_model(args.model)[0]
+    if args.preset:
+        model = Music2Latent2(replace(get_config(args.preset), grid_code=args.grid_code,
+                                      pos_gain=args.pos_gain or 1.0))
+    else:
+        model = load_model(args.model)[0]
+    if not args.preset and (args.pos_gain or args.grid_code):
+        adapted = Music2Latent2(replace(model.config, pos_gain=args.pos_gain or model.config.pos_gain,
+                                        grid_code=args.grid_code or model.config.grid_code))
+        adapted.load_adapted(model.state_dict(), model.config)
+        model = adapted
     model.float().train()
     val = chunks_of(fixed_crops(list_audio(args.val), cache, 32))
     data = iter(torch.utils.data.DataLoader(CropDataset(list_audio(args.train), cache, seed=0), batch_size=args.batch))
-    params = list(model.encoder.parameters()) + list(model.decoder.parameters())
-    opt = torch.optim.RAdam(params, args.lr)
+    named = [(name, p) for name, p in model.named_parameters() if not name.startswith("cm.")]
+    grid = [p for name, p in named if ".grid_path." in name]
+    groups = [{"params": [p for name, p in named if ".grid_path." not in name]},
+              {"params": grid, "lr": args.lr * args.grid_lr_scale}]
+    opt = (torch.optim.Adam if args.loss == "mse" else torch.optim.RAdam)(groups, args.lr)
     rows, t0 = [], time.time()
     for step in itertools.count():
         if step % args.every == 0 or step == args.steps:
@@ -95,9 +130,14 @@ def main() -> None:
         x = chunks_of(next(data))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             feats = model.decoder_features(model.encode(x))
-        loss = envelope_error(feats, x).mean()
-        if args.motion_weight > 0:
-            loss = loss + args.motion_weight * motion_error(feats, x).mean()
+        if args.loss == "mse":
+            pred = feats[0][:, 0].float()
+            (lp, mp), (lt, mt) = level_motion(pred), level_motion(envelope(x, tuple(pred.shape[-2:])))
+            loss = (lp - lt).pow(2).mean() + args.motion_weight * (mp - mt).pow(2).mean()
+        else:
+            loss = envelope_error(feats, x).mean()
+            if args.motion_weight > 0:
+                loss = loss + args.motion_weight * motion_error(feats, x).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
