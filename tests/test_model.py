@@ -145,12 +145,9 @@ def test_per_chunk_modulation_equals_per_token():
     torch.testing.assert_close(block(x, None, cond), block(x, None, per_token))
 
 
-def test_widened_model_computes_what_the_old_one_did():
-    """Fine-tuning onto overlapping resampling starts from the very same function."""
-    old = randomise(tiny())
-    new = Music2Latent2(dataclasses.replace(old.config, resample_overlap=True)).eval()
-    new.load_adapted(old.state_dict(), old.config)
-    assert new.cm.patchifier.stem.weight.shape[-2:] == (8, 4)  # stride (4, 2) -> kernel (8, 4)
+def assert_same_function(old: Music2Latent2, new: Music2Latent2) -> tuple[torch.Tensor, ...]:
+    """Encoder, decoder and consistency model of `new` compute what `old`'s do (a fine-tune's start);
+    returns the probe (x, sigma, latents, old features, new features)."""
     torch.manual_seed(3)
     x = torch.randn(2, 2, 2, 1024, 64)
     sigma = torch.tensor([[0.4, 80.0], [1.0, 5.0]])
@@ -161,7 +158,17 @@ def test_widened_model_computes_what_the_old_one_did():
         for a, b in zip(f_old, f_new):
             assert torch.allclose(a, b, atol=1e-5)
         assert torch.allclose(old.denoise(x, sigma, f_old), new.denoise(x, sigma, f_new), atol=1e-5)
-        # and the new taps are live: perturbing them changes the output
+    return x, sigma, z_old, f_old, f_new
+
+
+def test_widened_model_computes_what_the_old_one_did():
+    """Fine-tuning onto overlapping resampling starts from the very same function."""
+    old = randomise(tiny())
+    new = Music2Latent2(dataclasses.replace(old.config, resample_overlap=True)).eval()
+    new.load_adapted(old.state_dict(), old.config)
+    assert new.cm.patchifier.stem.weight.shape[-2:] == (8, 4)  # stride (4, 2) -> kernel (8, 4)
+    x, sigma, _, f_old, f_new = assert_same_function(old, new)
+    with torch.no_grad():  # and the new taps are live: perturbing them changes the output
         new.cm.depatchifier.head.weight[..., 0, 0].add_(0.5)
         assert not torch.allclose(old.denoise(x, sigma, f_old), new.denoise(x, sigma, f_new), atol=1e-3)
     with pytest.raises(ValueError):
@@ -211,16 +218,7 @@ def test_regained_model_computes_what_the_old_one_did_and_its_positions_learn_fa
     new = Music2Latent2(dataclasses.replace(old.config, pos_gain=25.0)).eval()
     new.load_adapted(old.state_dict(), old.config)
     assert torch.allclose(new.encoder.pos * 25.0, old.encoder.pos)
-    torch.manual_seed(3)
-    x = torch.randn(2, 2, 2, 1024, 64)
-    sigma = torch.tensor([[0.4, 80.0], [1.0, 5.0]])
-    with torch.no_grad():
-        z_old, z_new = old.encode(x.flatten(0, 1)), new.encode(x.flatten(0, 1))
-        assert torch.allclose(z_old, z_new, atol=1e-6)
-        f_old, f_new = old.decoder_features(z_old), new.decoder_features(z_old)
-        for a, b in zip(f_old, f_new):
-            assert torch.allclose(a, b, atol=1e-5)
-        assert torch.allclose(old.denoise(x, sigma, f_old), new.denoise(x, sigma, f_new), atol=1e-5)
+    z_old = assert_same_function(old, new)[2]
     moved = {}
     for name, model in (("old", old), ("new", new)):
         opt = torch.optim.Adam([model.decoder.pos], lr=1e-3)
@@ -247,14 +245,7 @@ def test_grown_model_computes_what_the_old_one_did():
     old = randomise(tiny())
     new = Music2Latent2(dataclasses.replace(old.config, grid_code=2)).eval()
     new.load_adapted(old.state_dict(), old.config)
-    torch.manual_seed(3)
-    x = torch.randn(2, 2, 2, 1024, 64)
-    sigma = torch.tensor([[0.4, 80.0], [1.0, 5.0]])
-    with torch.no_grad():
-        z_old, z_new = old.encode(x.flatten(0, 1)), new.encode(x.flatten(0, 1))
-        assert torch.allclose(z_old, z_new, atol=1e-6)
-        for a, b in zip(old.decoder_features(z_old), new.decoder_features(z_old)):
-            assert torch.allclose(a, b, atol=1e-5)
+    x = assert_same_function(old, new)[0]
     new.decoder_features(new.encode(x.flatten(0, 1)))[0].pow(2).sum().backward()
     for path in (new.encoder.grid_path.mix, new.decoder.grid_path.widen):  # the zero layers get gradient
         assert path.weight.grad.abs().max() > 0
