@@ -76,6 +76,8 @@ class TrainConfig:
     grid_code: int = 0  # ModelConfig.grid_code of the run's model (0 = the preset's or init's); a fine-tune
     #                     adds the grid paths to the init model, starting from the same function
     pos_gain: float = 0.0  # ModelConfig.pos_gain of the run's model (0 = the preset's or init's)
+    latent_direct_path: bool | None = None  # ModelConfig.latent_direct_path of a fresh run's model (None = the
+    #                                         preset's); off leaves the grid paths as the latents' way in
     grid_lr_scale: float = 1.0  # the grid paths' lr is this times the schedule's (new layers in a trained model)
     gain_db: tuple[float, float] | None = None
     num_workers: int = 1
@@ -406,6 +408,8 @@ class Trainer:
                 self.device = torch.device("cuda", local)
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)
+        if cfg.init_weights and cfg.latent_direct_path is not None:
+            raise ValueError("latent_direct_path sets a fresh run's model; a fine-tune keeps the init's")
         if cfg.init_weights:  # fine-tuning: the weights file's own architecture, whatever the preset
             from m2lcodec.weights import load_model
 
@@ -428,6 +432,8 @@ class Trainer:
                                         resample_overlap=self.model_config.resample_overlap or cfg.widen_resampling,
                                         grid_code=cfg.grid_code or self.model_config.grid_code,
                                         pos_gain=cfg.pos_gain or self.model_config.pos_gain)
+            if cfg.latent_direct_path is not None:
+                self.model_config = replace(self.model_config, latent_direct_path=cfg.latent_direct_path)
             self.model = Music2Latent2(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.loss_fn = ConsistencyLoss.from_config(self.model, cfg)

@@ -573,3 +573,7 @@ def test_fine_tune_adds_grid_paths_at_their_own_lr(music_dir, tmp_path):
     scratch = Trainer(tiny_cfg(steps=1, grid_code=3, widen_resampling=True), music_dir, tmp_path / "s", device="cpu")
     assert scratch.model.encoder.grid_path is not None and scratch.model_config.grid_code == 3
     assert scratch.model_config.resample_overlap
+    no_direct = Trainer(tiny_cfg(steps=1, grid_code=3, latent_direct_path=False), music_dir, tmp_path / "n", device="cpu")
+    assert no_direct.model.decoder.direct is None and no_direct.model.decoder.grid_path is not None
+    with pytest.raises(ValueError):  # a fine-tune keeps its init's direct path
+        Trainer(dataclasses.replace(cfg, latent_direct_path=False), music_dir, tmp_path / "m", device="cpu")
