@@ -257,6 +257,11 @@ class Decoder(nn.Module):
 POSITION_PARAMS = ("encoder.pos", "decoder.pos", "cm.pos")  # the token-grid embeddings `pos_gain` scales
 
 
+def is_grid_path(name: str) -> bool:
+    """Whether a parameter name (as in Music2Latent2.named_parameters) belongs to a grid path."""
+    return ".grid_path." in name
+
+
 def chunk_causal_mask(chunks: int, tokens: int, device: torch.device | None = None) -> torch.Tensor:
     """Boolean (n*tokens, n*tokens) mask, True = may attend: full inside a chunk, later chunks see earlier."""
     chunk_id = torch.arange(chunks, device=device).repeat_interleave(tokens)
@@ -357,7 +362,7 @@ class Music2Latent2(nn.Module):
             if name in state:  # (a missing one is reported below)
                 state[name] = state[name] * (source.pos_gain / cfg.pos_gain)
         missing, unexpected = self.load_state_dict(state, strict=False)
-        if unexpected or any(not (".grid_path." in key and not source.grid_code) for key in missing):
+        if unexpected or any(not (is_grid_path(key) and not source.grid_code) for key in missing):
             raise ValueError(f"the state does not fit its config: missing {missing}, unexpected {unexpected}")
 
     def param_counts(self) -> dict[str, int]:

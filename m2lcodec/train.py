@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from m2lcodec import schedule
 from m2lcodec.data import CropConfig, CropDataset, fixed_crops, list_audio
-from m2lcodec.model import ModelConfig, Music2Latent2, get_config
+from m2lcodec.model import ModelConfig, Music2Latent2, get_config, is_grid_path
 from m2lcodec.losses import (SEAM_STARTS, envelope_error, mel_loss, pseudo_huber, seam_level_loss, stft_loss,
                              unrolled_pair)
 from m2lcodec.spectral import CHUNK_FRAMES, CHUNK_SAMPLES, envelope, spec_to_wave
@@ -388,6 +388,14 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def run_model_config(base: ModelConfig, cfg: TrainConfig) -> ModelConfig:
+    """The run's model: `base` (the preset's or the init weights') with the architecture fields the
+    TrainConfig sets (widen_resampling, edge_padding, grid_code, pos_gain; unset = keep base's)."""
+    return replace(base, resample_overlap=base.resample_overlap or cfg.widen_resampling,
+                   edge_padding=cfg.edge_padding or base.edge_padding, grid_code=cfg.grid_code or base.grid_code,
+                   pos_gain=cfg.pos_gain or base.pos_gain)
+
+
 class Trainer:
     """Owns the model, EMA, optimiser, data and run directory of one training run."""
 
@@ -414,10 +422,7 @@ class Trainer:
             from m2lcodec.weights import load_model
 
             init, info = load_model(cfg.init_weights)
-            init_config = replace(info.config, resample_overlap=info.config.resample_overlap or cfg.widen_resampling,
-                                  edge_padding=cfg.edge_padding or info.config.edge_padding,
-                                  grid_code=cfg.grid_code or info.config.grid_code,
-                                  pos_gain=cfg.pos_gain or info.config.pos_gain)
+            init_config = run_model_config(info.config, cfg)
             if init_config != info.config:  # the same function in the new architecture (Music2Latent2.load_adapted)
                 target = Music2Latent2(init_config)
                 target.load_adapted(init.state_dict(), info.config)
@@ -427,11 +432,7 @@ class Trainer:
             self.model_config = init_config
             self.model = init.train().to(self.device)
         else:
-            self.model_config = model_config or get_config(cfg.preset)
-            self.model_config = replace(self.model_config, edge_padding=cfg.edge_padding or self.model_config.edge_padding,
-                                        resample_overlap=self.model_config.resample_overlap or cfg.widen_resampling,
-                                        grid_code=cfg.grid_code or self.model_config.grid_code,
-                                        pos_gain=cfg.pos_gain or self.model_config.pos_gain)
+            self.model_config = run_model_config(model_config or get_config(cfg.preset), cfg)
             if cfg.latent_direct_path is not None:
                 self.model_config = replace(self.model_config, latent_direct_path=cfg.latent_direct_path)
             self.model = Music2Latent2(self.model_config).to(self.device)
@@ -441,8 +442,8 @@ class Trainer:
         if self.world > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(
                 self.loss_fn, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        grid = [p for name, p in self.model.named_parameters() if ".grid_path." in name]
-        rest = [p for name, p in self.model.named_parameters() if ".grid_path." not in name]
+        grid = [p for name, p in self.model.named_parameters() if is_grid_path(name)]
+        rest = [p for name, p in self.model.named_parameters() if not is_grid_path(name)]
         groups = [{"params": rest, "lr_scale": 1.0}] + ([{"params": grid, "lr_scale": cfg.grid_lr_scale}] if grid else [])
         self.opt = torch.optim.RAdam(groups, lr=cfg.lr, betas=cfg.betas)
         self.dtype = autocast_dtype(cfg.precision, self.device)

@@ -32,7 +32,7 @@ import torch
 
 from m2lcodec.data import CropDataset, fixed_crops, list_audio
 from m2lcodec.losses import envelope_error
-from m2lcodec.model import Music2Latent2, get_config
+from m2lcodec.model import Music2Latent2, get_config, is_grid_path
 from m2lcodec.spectral import envelope, split_chunks
 from m2lcodec.weights import load_model
 
@@ -52,6 +52,11 @@ def level_motion(env: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return level, env - level
 
 
+def r2(target: torch.Tensor, estimate: torch.Tensor) -> float:
+    """Coefficient of determination over all entries, the baseline being the mean over the chunks (dim 0)."""
+    return float(1 - (target - estimate).pow(2).sum() / (target - target.mean(0)).pow(2).sum())
+
+
 def motion_error(feats: list[torch.Tensor], chunks: torch.Tensor) -> torch.Tensor:
     """Per chunk: L2 distance of the envelope channel to the true envelope, each band's time mean removed."""
     pred = feats[0][:, 0].float()
@@ -63,9 +68,6 @@ def motion_error(feats: list[torch.Tensor], chunks: torch.Tensor) -> torch.Tenso
 def scores(model, chunks: torch.Tensor) -> dict[str, float]:
     pred = model.decoder_features(model.encode(chunks))[0][:, 0].float()
     (lp, mp), (lt, mt) = level_motion(pred), level_motion(envelope(chunks, tuple(pred.shape[-2:])))
-
-    def r2(t: torch.Tensor, e: torch.Tensor) -> float:
-        return float(1 - (t - e).pow(2).sum() / (t - t.mean(0)).pow(2).sum())
 
     coarse_p = torch.nn.functional.adaptive_avg_pool2d(pred[:, None], COARSE)[:, 0]
     coarse_t = envelope(chunks, COARSE)
@@ -99,23 +101,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cache = Path(args.cache_dir)
-    if args.preset:
-        model = Music2Latent2(replace(get_config(args.preset), grid_code=args.grid_code,
-                                      pos_gain=args.pos_gain or 1.0))
-    else:
-        model = load_model(args.model)[0]
-    if not args.preset and (args.pos_gain or args.grid_code):
-        adapted = Music2Latent2(replace(model.config, pos_gain=args.pos_gain or model.config.pos_gain,
-                                        grid_code=args.grid_code or model.config.grid_code))
-        adapted.load_adapted(model.state_dict(), model.config)
-        model = adapted
+    source = None if args.preset else load_model(args.model)[0]
+    base = get_config(args.preset) if args.preset else source.config
+    model = Music2Latent2(replace(base, grid_code=args.grid_code or base.grid_code,
+                                  pos_gain=args.pos_gain or base.pos_gain))
+    if source is not None:  # the weights, with grid paths added / positions regained if asked
+        model.load_adapted(source.state_dict(), source.config)
     model.float().train()
     val = chunks_of(fixed_crops(list_audio(args.val), cache, 32))
     data = iter(torch.utils.data.DataLoader(CropDataset(list_audio(args.train), cache, seed=0), batch_size=args.batch))
     named = [(name, p) for name, p in model.named_parameters() if not name.startswith("cm.")]
-    grid = [p for name, p in named if ".grid_path." in name]
-    groups = [{"params": [p for name, p in named if ".grid_path." not in name]},
-              {"params": grid, "lr": args.lr * args.grid_lr_scale}]
+    groups = [{"params": [p for name, p in named if not is_grid_path(name)]},
+              {"params": [p for name, p in named if is_grid_path(name)], "lr": args.lr * args.grid_lr_scale}]
     opt = (torch.optim.Adam if args.loss == "mse" else torch.optim.RAdam)(groups, args.lr)
     rows, t0 = [], time.time()
     for step in itertools.count():

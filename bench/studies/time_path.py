@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -26,6 +27,9 @@ from m2lcodec.data import CropDataset, fixed_crops, list_audio
 from m2lcodec.model import Music2Latent2
 from m2lcodec.spectral import envelope, split_chunks
 from m2lcodec.weights import load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from envelope_motion import level_motion, r2  # noqa: E402  (the same level / motion split and R^2)
 
 
 @torch.no_grad()
@@ -67,19 +71,13 @@ def local_probe(model: Music2Latent2, train: torch.Tensor, val: torch.Tensor) ->
     w = torch.linalg.solve(xt.T @ xt + 1e-2 * torch.eye(xt.shape[1]), xt.T @ yt.view(len(train), freq, time, 2).reshape(-1, 2))
     xv, yv = xy(val)
     pred = (xv @ w).view(yv.shape)
-
-    def r2(t: torch.Tensor, p: torch.Tensor) -> float:
-        return float(1 - (t - p).pow(2).sum() / (t - t.mean(0)).pow(2).sum())
-
-    def rest(e: torch.Tensor) -> torch.Tensor:
-        return e - e.mean(-1, keepdim=True)
-
-    return {"local_probe_envelope_r2": r2(yv, pred), "local_probe_motion_r2": r2(rest(yv), rest(pred))}
+    return {"local_probe_envelope_r2": r2(yv, pred),
+            "local_probe_motion_r2": r2(level_motion(yv)[1], level_motion(pred)[1])}
 
 
 def motion(chunks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    env = envelope(chunks, size)
-    return (env - env.mean(-1, keepdim=True)).flatten(1)
+    """(N, 2, F, T) chunks -> (N, cells) their envelope's motion on a grid of `size`, flattened."""
+    return level_motion(envelope(chunks, size))[1].flatten(1)
 
 
 def motion_compressibility(train: torch.Tensor, val: torch.Tensor) -> dict[str, float]:
@@ -90,7 +88,7 @@ def motion_compressibility(train: torch.Tensor, val: torch.Tensor) -> dict[str, 
         _, _, v = torch.pca_lowrank(mt - mean, q=min(300, *mt.shape), center=False)
         for k in (16, 64, 128):
             rec = (mv - mean) @ v[:, :k] @ v[:, :k].T + mean
-            out[f"pca{k}_r2_{size[0]}x{size[1]}"] = float(1 - (mv - rec).pow(2).sum() / (mv - mv.mean(0)).pow(2).sum())
+            out[f"pca{k}_r2_{size[0]}x{size[1]}"] = r2(mv, rec)
     return out
 
 
