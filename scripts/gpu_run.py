@@ -4,16 +4,16 @@ A lease is short (15 minutes of device time, start-up included), what travels is
 what comes back at most 8 files of 16 MiB. So everything is prepared here and the GPU only trains:
 
     # 1. here (CPU): weights of the run + a corpus subset + the wheels a bare GPU image lacks -> .gpu/
-    python scripts/gpu_run.py pack --checkpoint /root/runs/v6/checkpoint.pt --train-list ~/m2l-corpus/train.txt \\
-        --audio-mb 20 --wheels /root/gpu-wheels --out .gpu
+    python scripts/gpu_run.py pack --checkpoint /root/runs/v19/checkpoint.pt --train-list ~/m2l-corpus/train.txt \\
+        --audio-mb 24 --wheels /root/gpu-wheels --out .gpu     # keep tree + .gpu under 64 MiB
     # 2. on the GPU (device tool, carry [".gpu"]), one command:
-    #    python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl; \\
-    #    PYTHONPATH=/tmp/site:. python3 scripts/gpu_run.py train --pack .gpu --minutes 8 --batch-size 64 --out $OUT
+    #    bash scripts/gpu_lease.sh 8 64      (wheels -> /tmp/site, train 8 minutes at batch 64, shards -> $OUT)
     # 3. here: the shards that came back -> a checkpoint the CPU run resumes from
     python scripts/gpu_run.py unpack --shards /work/.device/... --checkpoint /root/runs/v6/checkpoint.pt
 
-The portable state is the model (fp32), the EMA (fp32 back, fp16 out: 64 MiB) and the step, in safetensors
-shards below 15 MiB, plus the run's configs as JSON. The optimiser state does not travel (it would double
+The portable state is the model and the EMA (fp16 out, fp32 back) and the step, in safetensors shards below
+15 MiB, plus the run's configs as JSON; on the GPU the state is published to $OUT every --save-minutes, so
+a lease killed at its limit still brings the last save back. The optimiser state does not travel (it would double
 the size): each side starts RAdam afresh (its rectified warm-up is built in) and the step counter, the
 LR and the consistency-step schedules go on from the carried step.
 """
@@ -53,17 +53,35 @@ def save_shards(tensors: dict[str, torch.Tensor], meta: dict, out: Path, prefix:
 
 
 def load_shards(folder: Path, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """All shards of one save: a set mixed from two saves (a kill between renames) is refused."""
     from safetensors import safe_open
 
-    tensors, meta = {}, None
+    tensors, metas = {}, []
     paths = sorted(folder.glob(f"{prefix}-*.safetensors"))
     if not paths:
         sys.exit(f"error: no {prefix}-*.safetensors shards in {folder}")
     for path in paths:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["meta"])
+            metas.append(json.loads(f.metadata()["meta"]))
             tensors.update({k: f.get_tensor(k) for k in f.keys()})
-    return tensors, meta
+    if any(m != metas[0] for m in metas):
+        sys.exit(f"error: the shards in {folder} come from different saves (steps {sorted({m['step'] for m in metas})})")
+    return tensors, metas[0]
+
+
+def publish_shards(tensors: dict[str, torch.Tensor], meta: dict, out: Path, prefix: str) -> None:
+    """save_shards into out/partial, then rename into out: a kill at the lease's limit leaves the last
+    complete save (what is under $OUT comes back even then), never a half-written shard."""
+    partial = out / "partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    paths = save_shards(tensors, meta, partial, prefix)
+    for old in out.glob(f"{prefix}-*.safetensors"):
+        if old.name not in {p.name for p in paths}:
+            old.unlink()
+    for path in paths:
+        path.replace(out / path.name)
+    partial.rmdir()
 
 
 def portable_state(model: dict, ema: dict, ema_dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -77,23 +95,30 @@ def split_state(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     return model, ema
 
 
-def pick_audio(train_list: Path, out: Path, budget_mb: float, seconds: float, seed: int) -> list[Path]:
+def pick_audio(train_list: Path, out: Path, budget_mb: float, seconds: float, seed: int, mono: bool = True) -> list[Path]:
     """Excerpts of `seconds` from randomly chosen training files, as Ogg Vorbis, until the budget is
-    spent: many short excerpts keep the subset as varied as the corpus."""
+    spent: many short excerpts keep the subset as varied as the corpus. Mono (the mean of the channels)
+    by default: the crops take one channel anyway, and it doubles the music that fits (~80 kbps; the
+    Vorbis round trip's log-mel distance is ~0.05, the codec's ~0.4)."""
     import numpy as np
     import soundfile as sf
 
-    files = [Path(p) for p in train_list.read_text().split()]
+    files = [Path(p) for p in train_list.read_text().splitlines() if p.strip()]  # paths may hold spaces
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     written, total = [], 0
     for i in rng.permutation(len(files)):
-        info = sf.info(str(files[i]))
+        try:
+            info = sf.info(str(files[i]))
+        except sf.LibsndfileError:
+            continue  # what libsndfile cannot read, the training's cache skips too
         if info.duration < seconds:
             continue
         start = int(rng.integers(0, int((info.duration - seconds) * info.samplerate)))
         audio, sr = sf.read(str(files[i]), start=start, frames=int(seconds * info.samplerate), dtype="float32",
                             always_2d=True)
+        if mono:
+            audio = audio.mean(axis=1, keepdims=True)
         path = out / f"{len(written):03d}.ogg"
         sf.write(str(path), audio, sr, format="OGG", subtype="VORBIS")
         total += path.stat().st_size
@@ -113,8 +138,14 @@ def cmd_pack(args: argparse.Namespace) -> None:
     out.mkdir(parents=True)
     state = load_checkpoint(Path(args.checkpoint))
     meta = {"step": int(state["step"]), "model_config": state["model_config"], "train_config": state["train_config"]}
-    save_shards(portable_state(state["model"], state["ema"], torch.float16), meta, out, "state")
-    clips = pick_audio(Path(args.train_list), out / "audio", args.audio_mb, args.seconds, args.seed)
+    # fp16 model too by default: its rounding (2^-11 relative) is below one step's update, and it leaves
+    # twice the room for music within the 64 MiB that travel
+    model_dtype = {"fp16": torch.float16, "fp32": torch.float32}[args.model_dtype]
+    state_tensors = {**{f"model.{k}": v.to(model_dtype) for k, v in state["model"].items()},
+                     **{f"ema.{k}": v.to(torch.float16) for k, v in state["ema"].items()}}
+    save_shards(state_tensors, meta, out, "state")
+    clips = pick_audio(Path(args.train_list), out / "audio", args.audio_mb, args.seconds, args.seed,
+                       mono=not args.stereo)
     (out / "train.txt").write_text("".join(f"{p.relative_to(out)}\n" for p in clips))
     if args.wheels:  # what the GPU image lacks (docs/training.md, "GPU"): soundfile + cffi, soxr, zstandard
         shutil.copytree(args.wheels, out / "whl")
@@ -126,10 +157,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from m2lcodec.model import ModelConfig
     from m2lcodec.train import TrainConfig, Trainer
 
+    torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 parts outside bf16 autocast (losses, STFTs)
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True  # the crops have one fixed shape
     pack = Path(args.pack)
     tensors, meta = load_shards(pack, "state")
     model, ema = split_state(tensors)
-    files = [str(pack / line) for line in (pack / "train.txt").read_text().split()]
+    files = [str(pack / line) for line in (pack / "train.txt").read_text().splitlines()]
     data = Path(args.work) / "train.txt"
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text("\n".join(files) + "\n")
@@ -140,17 +174,29 @@ def cmd_train(args: argparse.Namespace) -> None:
                       model_config=ModelConfig.from_dict(meta["model_config"]))
     trainer.load_state({"model": model, "ema": ema, "step": meta["step"]})
     start = trainer.step
-    t0 = time.time()
-    trainer.fit(until=start + args.max_steps if args.max_steps else None, max_seconds=60 * args.minutes)
-    seconds = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    back = {**meta, "step": trainer.step, "gpu": {"from_step": start, "seconds": round(seconds, 1),
-                                                  "batch_size": args.batch_size, "device": str(trainer.device)}}
-    save_shards(portable_state(trainer.model.state_dict(), trainer.ema.state_dict(), torch.float32), back, out, "state")
-    if (trainer.run_dir / "log.jsonl").exists():
-        shutil.copy(trainer.run_dir / "log.jsonl", out / "log.jsonl")
-    print(f"trained {start} -> {trainer.step} in {seconds:.0f} s at batch {args.batch_size} on {trainer.device}")
+    t0 = last_save = time.time()
+
+    def publish() -> None:
+        back = {**meta, "step": trainer.step, "gpu": {"from_step": start, "seconds": round(time.time() - t0, 1),
+                                                      "batch_size": args.batch_size, "device": str(trainer.device)}}
+        state = portable_state(trainer.model.state_dict(), trainer.ema.state_dict(), torch.float32)
+        publish_shards(state, back, out, "state")
+        if (trainer.run_dir / "log.jsonl").exists():
+            shutil.copy(trainer.run_dir / "log.jsonl", out / "log.jsonl")
+
+    def every_step(record: dict) -> None:  # a save every --save-minutes, so a killed lease still brings one back
+        nonlocal last_save
+        if time.time() - last_save > 60 * args.save_minutes:
+            publish()
+            last_save = time.time()
+            print(f"saved step {trainer.step} after {time.time() - t0:.0f} s", flush=True)
+
+    trainer.fit(until=start + args.max_steps if args.max_steps else None, progress=every_step,
+                max_seconds=60 * args.minutes)
+    publish()
+    print(f"trained {start} -> {trainer.step} in {time.time() - t0:.0f} s at batch {args.batch_size} on {trainer.device}")
 
 
 def cmd_unpack(args: argparse.Namespace) -> None:
@@ -178,7 +224,9 @@ def main() -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--train-list", required=True)
     p.add_argument("--audio-mb", type=float, default=20.0)
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each excerpt")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each excerpt")
+    p.add_argument("--stereo", action="store_true", help="keep the channels (default: mono excerpts)")
+    p.add_argument("--model-dtype", choices=["fp16", "fp32"], default="fp16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wheels", help="folder of wheels to carry (pip download ... for the GPU's Python)")
     p.add_argument("--out", default=".gpu")
@@ -189,6 +237,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--device", default="auto")
+    p.add_argument("--save-minutes", type=float, default=2.0, help="publish the state to --out this often")
     p.add_argument("--work", default="/tmp/m2l-gpu")
     p.add_argument("--out", required=True)
     p = sub.add_parser("unpack", help="CPU side: shards back -> checkpoint.pt (the old one kept beside it)")

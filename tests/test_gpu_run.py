@@ -49,9 +49,13 @@ def test_pack_train_unpack_resume(tmp_path: Path) -> None:
     assert all(p.stat().st_size < 15 * 2**20 for p in pack.glob("state-*.safetensors"))
 
     back = tmp_path / "back"
+    excerpt, sr = sf.read(str(pack / (pack / "train.txt").read_text().split()[0]), always_2d=True)
+    assert excerpt.shape[1] == 1 and sr == 44100  # mono excerpts by default
     out = run("train", "--pack", str(pack), "--minutes", "5", "--max-steps", "3", "--batch-size", "2", "--workers", "0",
-              "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(back))
+              "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(back), "--save-minutes", "0")
     assert "trained 2 -> " in out
+    assert "saved step 3" in out and "saved step 4" in out  # published while training, not only at the end
+    assert not (back / "partial").exists()
     steps = [json.loads(line)["step"] for line in (back / "log.jsonl").read_text().splitlines()]
     assert steps[-1] == 5 and min(steps) > 2  # continued from the packed step 2
 
@@ -69,3 +73,24 @@ def test_pack_train_unpack_resume(tmp_path: Path) -> None:
     torch.testing.assert_close(resumed.model.state_dict()[name], shard[f"model.{name}"], rtol=0, atol=0)
     resumed.fit(until=steps[-1] + 1)
     assert resumed.step == steps[-1] + 1
+
+
+def test_shards_of_two_saves_are_refused(tmp_path: Path) -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_run
+
+    a = {"x": torch.zeros(3), "y": torch.ones(2)}
+    gpu_run.SHARD_BYTES, old = 8, gpu_run.SHARD_BYTES  # one tensor per shard
+    try:
+        gpu_run.publish_shards(a, {"step": 1}, tmp_path, "state")
+        tensors, meta = gpu_run.load_shards(tmp_path, "state")
+        assert meta == {"step": 1} and set(tensors) == {"x", "y"}
+        gpu_run.save_shards({"x": torch.zeros(3)}, {"step": 2}, tmp_path, "state")  # a kill between renames
+    finally:
+        gpu_run.SHARD_BYTES = old
+    try:
+        gpu_run.load_shards(tmp_path, "state")
+    except SystemExit as e:
+        assert "different saves" in str(e)
+    else:
+        raise AssertionError("mixed shards were accepted")
