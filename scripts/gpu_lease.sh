@@ -15,6 +15,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+# GPU busy % and memory every 20 s: says whether the data workers or the GPU set the pace
+(nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 20 > "$OUT/gpu-util.csv" 2>&1 &) || true
 # Batches cross from the workers through /dev/shm: each worker keeps 4 batches of BATCH 1 MiB crops in
 # flight, so fit the workers to half of what /dev/shm has (a small /dev/shm would kill them all).
 shm_mb=$(df -Pm /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
