@@ -38,6 +38,7 @@ class TrainConfig:
     preset: str = "small"
     steps: int = 100_000  # total steps of the run: sets the LR and consistency-step schedules
     batch_size: int = 8
+    accum_steps: int = 1  # batches per optimiser step (gradient accumulation): a GPU-sized batch on a CPU
     lr: float = 1e-4
     lr_min: float = 1e-6
     warmup_steps: int = 1000
@@ -512,16 +513,26 @@ class Trainer:
                           prefetch_factor=4 if self.cfg.num_workers else None,
                           worker_init_fn=_ignore_stop_signals if self.cfg.num_workers else None)
 
-    def train_step(self, spec: torch.Tensor) -> dict:
+    def accumulate_grads(self, specs: list[torch.Tensor], delta: float) -> tuple[torch.Tensor, dict]:
+        """Zero the gradients, then backpropagate the mean loss over the micro-batches, one at a time
+        (memory of one batch). Returns the mean loss and the last micro-batch's stats."""
+        self.opt.zero_grad(set_to_none=True)
+        total = torch.zeros(())
+        for spec in specs:
+            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+                loss, stats = self.wrapped(spec.to(self.device, non_blocking=True), delta)
+            (loss / len(specs)).backward()
+            total = total + loss.detach().float().cpu() / len(specs)
+        return total, stats
+
+    def train_step(self, spec: torch.Tensor | list[torch.Tensor]) -> dict:
+        """One optimiser step on a batch, or on a list of batches whose gradients are averaged."""
         cfg = self.cfg
         lr = lr_at(self.step, cfg)
         for group in self.opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         delta = cfg.step_schedule(self.step, cfg.steps)
-        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            loss, stats = self.wrapped(spec.to(self.device, non_blocking=True), delta)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, stats = self.accumulate_grads(spec if isinstance(spec, list) else [spec], delta)
         grads = {name: torch.sqrt(sum(p.grad.float().pow(2).sum() for p in getattr(self.model, name).parameters()
                                       if p.grad is not None)) for name in ("encoder", "decoder", "cm")}
         grad_norm = float(torch.sqrt(sum(g**2 for g in grads.values())))
@@ -578,7 +589,7 @@ class Trainer:
         last_ckpt = time.time()
         t0, s0 = time.time(), self.step
         while self.step < until and time.time() < deadline:
-            record = self.train_step(next(batches))
+            record = self.train_step([next(batches) for _ in range(self.cfg.accum_steps)])
             if self.step % self.cfg.log_every == 0 or self.step == until:
                 record["steps_per_s"] = (self.step - s0) / max(time.time() - t0, 1e-9)
                 record["time"] = time.time()

@@ -577,3 +577,36 @@ def test_fine_tune_adds_grid_paths_at_their_own_lr(music_dir, tmp_path):
     assert no_direct.model.decoder.direct is None and no_direct.model.decoder.grid_path is not None
     with pytest.raises(ValueError):  # a fine-tune keeps its init's direct path
         Trainer(dataclasses.replace(cfg, latent_direct_path=False), music_dir, tmp_path / "m", device="cpu")
+
+
+def test_accumulated_gradient_is_the_mean_of_the_micro_batches(music_dir, tmp_path):
+    """accum_steps: the gradient of [a, b] is the mean of a's and b's, drawn with the same random numbers."""
+    trainer = Trainer(tiny_cfg(precision="fp32"), music_dir, tmp_path / "run", device="cpu")
+    batches = iter(trainer.loader())
+    a, b = next(batches), next(batches)
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+
+    def grads():
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    torch.manual_seed(5)
+    trainer.accumulate_grads([a, b], 1.0)
+    both = grads()
+    torch.manual_seed(5)
+    trainer.accumulate_grads([a], 1.0)
+    ga = grads()
+    trainer.accumulate_grads([b], 1.0)  # continues the random stream as the second micro-batch did
+    gb = grads()
+    assert any(g.abs().sum() > 0 for g in ga)
+    for g, x, y in zip(both, ga, gb):
+        torch.testing.assert_close(g, (x + y) / 2, rtol=1e-4, atol=1e-6)
+    assert not all(torch.equal(x, y) for x, y in zip(ga, gb))  # the two halves do differ
+
+
+def test_accum_steps_draws_that_many_batches_per_step(music_dir, tmp_path):
+    trainer = Trainer(tiny_cfg(accum_steps=3, log_every=1), music_dir, tmp_path / "run", device="cpu")
+    seen = []
+    original = trainer.train_step
+    trainer.train_step = lambda specs: (seen.append(len(specs)), original(specs))[1]
+    trainer.fit(until=2)
+    assert seen == [3, 3] and trainer.step == 2
