@@ -1,6 +1,6 @@
 """Encode / decode speed of a model on synthetic-free real audio, in process (docs/architecture.md).
 
-    python bench/speed.py --audio song.wav --seconds 60 [--preset small | --model W.safetensors] [--precision bf16]
+    python bench/speed.py --audio song.wav --seconds 60 [--preset small | --model W.safetensors] [--precision auto|bf16|fp32]
 
 Random weights are fine for speed (a preset gives a freshly initialised model). Prints seconds and x real
 time for encoding and for the two-step autoregressive decode of the whole clip (all channels batched).
@@ -27,7 +27,8 @@ def main() -> None:
     ap.add_argument("--preset", default=None)
     ap.add_argument("--config-json", default=None, help="a ModelConfig as JSON, instead of a preset")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                    help="auto = what the codec picks on this machine (m2lcodec/precision.py)")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     audio, sr = read_audio(args.audio)
@@ -51,7 +52,8 @@ def main() -> None:
         out = codec.decode(latents, audio.shape[1], sr)
         dec = time.perf_counter() - t
         assert out.shape == audio.shape and np.isfinite(out).all()
-        print(f"{info.name} {args.precision} {audio.shape[0]} ch x {seconds:.1f} s: encode {enc:.2f} s "
+        used = "bf16" if codec.dtype is not None else "fp32"
+        print(f"{info.name} {args.precision} ({used}) {audio.shape[0]} ch x {seconds:.1f} s: encode {enc:.2f} s "
               f"({seconds / enc:.0f}x real time), decode {dec:.2f} s ({seconds / dec:.1f}x real time), "
               f"threads {torch.get_num_threads()}", flush=True)
 

@@ -33,6 +33,7 @@ from m2lcodec import schedule, spectral
 from m2lcodec.audio import AudioError, AudioReader, AudioWriter, StreamResampler, WavStreamWriter, resample
 from m2lcodec.container import DEFAULT_FRAME_CHUNKS, Header, Reader, default_quant_params, pack, write_file
 from m2lcodec.model import Music2Latent2, select_features
+from m2lcodec.precision import autocast_dtype
 from m2lcodec.salvage import DamagedRange, restart_sample, salvage_plan
 from m2lcodec.version import __version__
 from m2lcodec.weights import ModelInfo, load_model
@@ -91,9 +92,7 @@ class Codec:
         self.model = model.eval().to(memory_format=torch.channels_last) if self.device.type == "cpu" else model.eval()
         self.info = info
         self.batch_chunks = batch_chunks
-        if precision == "auto":  # bf16 autocast is faster on CPU (docs/architecture.md) and on recent GPUs
-            precision = "bf16" if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp32"
-        self.dtype = torch.bfloat16 if precision == "bf16" else None
+        self.dtype = autocast_dtype(precision, self.device)  # auto: bf16 only where it is fast (precision.py)
         self.sigma_cond = float(info.metadata.get("sigma_cond", DEFAULT_SIGMA_COND))
 
     @property

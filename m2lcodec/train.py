@@ -31,6 +31,7 @@ from m2lcodec.data import CropConfig, CropDataset, fixed_crops, list_audio
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config, is_grid_path
 from m2lcodec.losses import (SEAM_STARTS, envelope_error, mel_loss, pseudo_huber, seam_level_loss, stft_loss,
                              unrolled_pair)
+from m2lcodec.precision import autocast_dtype
 from m2lcodec.spectral import CHUNK_FRAMES, CHUNK_SAMPLES, envelope, spec_to_wave
 
 @dataclass
@@ -45,7 +46,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     ema_decay: float = 0.9999
     step_schedule: schedule.StepSchedule = field(default_factory=schedule.StepSchedule)
-    precision: str = "auto"  # auto = bf16 autocast on CPU and CUDA-with-bf16, else fp32; or "bf16" / "fp32"
+    precision: str = "auto"  # auto = bf16 autocast where the hardware has bf16 kernels (precision.py), else fp32
     latent_noise: float = 0.0  # uniform noise of this width added to latents (int8 step = 2/255)
     noise_log_mean: float = -1.1  # log-normal density of the training noise levels (Music2Latent)
     noise_log_std: float = 2.0
@@ -106,14 +107,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     p = min((step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1), 1.0)
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * p))
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16" or device.type == "cpu":
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
 
 
 RECON_CONTEXTS = ("sampled", "unrolled")

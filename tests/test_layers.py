@@ -1,6 +1,6 @@
 """The package's import graph runs strictly downward (issue 12; README "Layout"):
 cli -> bench / train -> codec -> model | salvage | container | audio | weights | data | losses -> spectral |
-schedule | modules | metrics -> version | atomic. Read from the source with ast, so lazy imports inside
+schedule | modules | metrics | precision -> version | atomic. Read from the source with ast, so lazy imports inside
 functions count."""
 
 import ast
@@ -11,7 +11,7 @@ import m2lcodec
 PACKAGE = Path(m2lcodec.__file__).parent
 LAYERS = [
     {"version", "atomic"},
-    {"spectral", "schedule", "modules", "metrics"},
+    {"spectral", "schedule", "modules", "metrics", "precision"},
     {"model", "baselines", "salvage"},
     {"container", "audio", "weights", "losses"},
     {"data", "codec"},

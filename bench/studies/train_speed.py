@@ -2,9 +2,10 @@
 "Throughput"). Run it with nothing else on the machine.
 
     python bench/studies/train_speed.py [--preset small] [--steps 8] [--threads 1,2] [--modes eager,compile]
+        [--precisions bf16,fp32]
 
 Each (mode, threads) cell: a fresh model from seed 0, the long run's loss (TrainConfig defaults plus the
-first-step reconstruction term), RAdam, batch 8 of random spectrograms, bf16 autocast; warm-up steps
+first-step reconstruction term), RAdam, batch 8 of random spectrograms, bf16 autocast or fp32; warm-up steps
 (compilation included, timed apart), then `--steps` timed steps. Prints s/step and steps/s per cell.
 """
 
@@ -20,7 +21,8 @@ from m2lcodec.model import Music2Latent2, get_config
 from m2lcodec.train import ConsistencyLoss, TrainConfig
 
 
-def time_cell(preset: str, mode: str, threads: int, steps: int, warmup: int, batch: int, recon: float) -> dict:
+def time_cell(preset: str, mode: str, threads: int, steps: int, warmup: int, batch: int, recon: float,
+              precision: str = "bf16") -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = TrainConfig(recon_weight=recon)
@@ -31,7 +33,7 @@ def time_cell(preset: str, mode: str, threads: int, steps: int, warmup: int, bat
     spec = torch.randn(batch, 2, 1024, 128) * 0.3
 
     def one() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss, _ = step_fn(spec, 1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -45,7 +47,7 @@ def time_cell(preset: str, mode: str, threads: int, steps: int, warmup: int, bat
     for _ in range(steps):
         one()
     per_step = (time.perf_counter() - t0) / steps
-    return {"mode": mode, "threads": threads, "warmup_s": round(warm, 1), "s_per_step": round(per_step, 3),
+    return {"mode": mode, "precision": precision, "threads": threads, "warmup_s": round(warm, 1), "s_per_step": round(per_step, 3),
             "steps_per_s": round(1 / per_step, 3)}
 
 
@@ -58,11 +60,13 @@ def main() -> None:
     ap.add_argument("--recon-weight", type=float, default=1.0)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--modes", default="eager,compile")
+    ap.add_argument("--precisions", default="bf16", help="comma list of bf16, fp32")
     args = ap.parse_args()
-    for mode in args.modes.split(","):
-        for threads in (int(t) for t in args.threads.split(",")):
-            print(json.dumps(time_cell(args.preset, mode, threads, args.steps, args.warmup, args.batch_size,
-                                       args.recon_weight)), flush=True)
+    for precision in args.precisions.split(","):
+        for mode in args.modes.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                print(json.dumps(time_cell(args.preset, mode, threads, args.steps, args.warmup, args.batch_size,
+                                           args.recon_weight, precision)), flush=True)
 
 
 if __name__ == "__main__":
