@@ -159,8 +159,9 @@ def level_jump_ratio(audio: np.ndarray, sample_rate: int, boundaries: Sequence[i
 
 def periodic_level_error(decoded: np.ndarray, original: np.ndarray, sample_rate: int,
                          cutoff_hz: float = PERIODIC_CUTOFF_HZ, bins: int = PERIODIC_BINS,
-                         n_fft: int = FLUX_N_FFT, hop: int = FLUX_HOP) -> tuple[float, np.ndarray]:
-    """(std over phase bins of the mean dB level error above `cutoff_hz`, the per-bin means).
+                         n_fft: int = FLUX_N_FFT, hop: int = FLUX_HOP,
+                         max_hz: float = math.inf) -> tuple[float, np.ndarray]:
+    """(std over phase bins of the mean dB level error between `cutoff_hz` and `max_hz`, the per-bin means).
 
     Per frame: 10 log10 of the energy in the bins above the cutoff, decode minus original; frames where
     the original is more than 60 dB below its loudest such frame are left out. A frame's phase is its
@@ -172,7 +173,8 @@ def periodic_level_error(decoded: np.ndarray, original: np.ndarray, sample_rate:
     def level_db(a: np.ndarray) -> np.ndarray:
         frames = np.lib.stride_tricks.sliding_window_view(a[:n], n_fft)[::hop]
         spec = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2
-        high = np.fft.rfftfreq(n_fft, 1 / sample_rate) >= cutoff_hz
+        freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
+        high = (freqs >= cutoff_hz) & (freqs < max_hz)
         return 10 * np.log10(spec[:, high].sum(1) + 1e-12)
 
     ref, dec = level_db(x), level_db(y)

@@ -33,7 +33,7 @@ from m2lcodec import schedule, spectral
 from m2lcodec.audio import AudioError, AudioReader, AudioWriter, StreamResampler, WavStreamWriter, resample
 from m2lcodec.container import DEFAULT_FRAME_CHUNKS, Header, Reader, default_quant_params, pack, write_file
 from m2lcodec.model import Music2Latent2, select_features
-from m2lcodec.precision import autocast_dtype
+from m2lcodec.precision import autocast, autocast_dtype
 from m2lcodec.salvage import DamagedRange, restart_sample, salvage_plan
 from m2lcodec.version import __version__
 from m2lcodec.weights import ModelInfo, load_model
@@ -100,7 +100,7 @@ class Codec:
         return spectral.SAMPLE_RATE
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+        return autocast(self.device, self.dtype)
 
     # -- encoding ----------------------------------------------------------------------------
     def _model_audio(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from m2lcodec.data import CropConfig, CropDataset, fixed_crops, list_audio
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config, is_grid_path
 from m2lcodec.losses import (SEAM_STARTS, envelope_error, mel_loss, pseudo_huber, seam_level_loss, stft_loss,
                              unrolled_pair)
-from m2lcodec.precision import autocast_dtype
+from m2lcodec.precision import autocast, autocast_dtype
 from m2lcodec.spectral import CHUNK_FRAMES, CHUNK_SAMPLES, envelope, spec_to_wave
 
 @dataclass
@@ -268,7 +268,7 @@ def validate(model: Music2Latent2, crops: torch.Tensor, dtype: torch.dtype | Non
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(x.shape, generator=g).to(device)
     out: dict[str, float] = {}
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with autocast(device, dtype):
         latents = model.encode(x[:, 0])
         sigma_max = torch.full(x.shape[:2], schedule.SIGMA_MAX, device=device)
         rec = model.denoise(noise * schedule.SIGMA_MAX, sigma_max, model.decoder_features(latents))
@@ -302,7 +302,7 @@ def validate(model: Music2Latent2, crops: torch.Tensor, dtype: torch.dtype | Non
     g = torch.Generator().manual_seed(1)
     pair_noise = [torch.randn(pairs[:, 0].shape, generator=g).to(device) for _ in range(3)]
     ref_pair = spec_to_wave(torch.cat([pairs[:, 0], pairs[:, 1]], dim=-1).float()).cpu().numpy()
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with autocast(device, dtype):
         pair_feats = model.decoder_features(model.encode(pairs.flatten(0, 1)))
         for s in sigma_conds:
             left, right = unrolled_pair(model, pair_feats, s, *pair_noise)
@@ -512,7 +512,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         total = torch.zeros(())
         for spec in specs:
-            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            with autocast(self.device, self.dtype):
                 loss, stats = self.wrapped(spec.to(self.device, non_blocking=True), delta)
             (loss / len(specs)).backward()
             total = total + loss.detach().float().cpu() / len(specs)

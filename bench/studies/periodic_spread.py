@@ -12,6 +12,8 @@ as large as the per-clip std, a fixed correction (a post-equaliser) cannot remov
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -20,32 +22,17 @@ import torch
 
 from m2lcodec import load_codec, spectral
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from seams import periodic_level_error  # noqa: E402
+
 BANDS_HZ = ((0, 500), (500, 2000), (2000, 4000), (4000, 8000), (8000, 22050))
 BINS = 32
 
 
-def phase_curves(decoded: np.ndarray, original: np.ndarray, sample_rate: int = spectral.SAMPLE_RATE,
-                 n_fft: int = 1024, hop: int = 256) -> np.ndarray:
-    """(bands, BINS) mean dB level error per phase bin; frames 60 dB below the band's loudest left out."""
-    n = min(len(decoded), len(original))
-    win = np.hanning(n_fft + 1)[:-1]
-    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
-
-    def power(a: np.ndarray) -> np.ndarray:
-        frames = np.lib.stride_tricks.sliding_window_view(a[:n], n_fft)[::hop]
-        return np.abs(np.fft.rfft(frames * win, axis=1)) ** 2
-
-    ref, dec = power(original), power(decoded)
-    centre = np.arange(ref.shape[0]) * hop + n_fft // 2
-    phase = ((centre + spectral.PAD_LEFT) % spectral.CHUNK_SAMPLES) * BINS // spectral.CHUNK_SAMPLES
-    out = []
-    for lo, hi in BANDS_HZ:
-        band = (freqs >= lo) & (freqs < hi)
-        r = 10 * np.log10(ref[:, band].sum(1) + 1e-12)
-        d = 10 * np.log10(dec[:, band].sum(1) + 1e-12)
-        keep = r > r.max() - 60
-        out.append([np.mean((d - r)[keep & (phase == k)]) for k in range(BINS)])
-    return np.array(out)
+def phase_curves(decoded: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """(bands, BINS) mean dB level error per phase bin (seams.periodic_level_error per band)."""
+    return np.array([periodic_level_error(decoded, original, spectral.SAMPLE_RATE, cutoff_hz=lo, max_hz=hi,
+                                          bins=BINS)[1] for lo, hi in BANDS_HZ])
 
 
 def excerpt(path: str, seconds: float = 10.0, at: float = 30.0) -> np.ndarray:

@@ -2,7 +2,7 @@
 "Throughput"). Run it with nothing else on the machine.
 
     python bench/studies/train_speed.py [--preset small] [--steps 8] [--threads 1,2] [--modes eager,compile]
-        [--precisions bf16,fp32]
+        [--precisions auto,bf16,fp32]
 
 Each (mode, threads) cell: a fresh model from seed 0, the long run's loss (TrainConfig defaults plus the
 first-step reconstruction term), RAdam, batch 8 of random spectrograms, bf16 autocast or fp32; warm-up steps
@@ -18,6 +18,7 @@ import time
 import torch
 
 from m2lcodec.model import Music2Latent2, get_config
+from m2lcodec.precision import autocast, autocast_dtype
 from m2lcodec.train import ConsistencyLoss, TrainConfig
 
 
@@ -31,9 +32,10 @@ def time_cell(preset: str, mode: str, threads: int, steps: int, warmup: int, bat
     step_fn = torch.compile(loss_fn) if mode == "compile" else loss_fn
     opt = torch.optim.RAdam(model.parameters(), lr=1e-4)
     spec = torch.randn(batch, 2, 1024, 128) * 0.3
+    dtype = autocast_dtype(precision, "cpu")
 
     def one() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast("cpu", dtype):
             loss, _ = step_fn(spec, 1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -47,8 +49,8 @@ def time_cell(preset: str, mode: str, threads: int, steps: int, warmup: int, bat
     for _ in range(steps):
         one()
     per_step = (time.perf_counter() - t0) / steps
-    return {"mode": mode, "precision": precision, "threads": threads, "warmup_s": round(warm, 1), "s_per_step": round(per_step, 3),
-            "steps_per_s": round(1 / per_step, 3)}
+    return {"mode": mode, "precision": precision, "threads": threads, "warmup_s": round(warm, 1),
+            "s_per_step": round(per_step, 3), "steps_per_s": round(1 / per_step, 3)}
 
 
 def main() -> None:
@@ -60,7 +62,7 @@ def main() -> None:
     ap.add_argument("--recon-weight", type=float, default=1.0)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--modes", default="eager,compile")
-    ap.add_argument("--precisions", default="bf16", help="comma list of bf16, fp32")
+    ap.add_argument("--precisions", default="bf16", help="comma list of auto, bf16, fp32 (m2lcodec/precision.py)")
     args = ap.parse_args()
     for precision in args.precisions.split(","):
         for mode in args.modes.split(","):
