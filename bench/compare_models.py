@@ -48,9 +48,18 @@ def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float,
             "onset_corr": metrics.onset_correlation(original, decoded, sr)}
 
 
-def mean_scores(scores: list[dict[str, float | None]]) -> dict[str, float]:
+def mean_scores(scores: list[dict[str, float | None]], measures: tuple[str, ...] = MEASURES) -> dict[str, float]:
     """Mean of each measure over clips, skipping None (a ViSQOL not computed); NaN if none has it."""
-    return {m: float(np.mean([r[m] for r in scores if r[m] is not None] or [np.nan])) for m in MEASURES}
+    return {m: float(np.mean([r[m] for r in scores if r[m] is not None] or [np.nan])) for m in measures}
+
+
+def print_table(mean: dict[str, dict[str, float]], measures: tuple[str, ...] = MEASURES,
+                heads: tuple[str, ...] = HEADS, first: str = "codec") -> None:
+    """The means as a markdown table, one row per codec (kbps to 2 decimals, the rest to 3)."""
+    print(f"| {first} | " + " | ".join(heads) + " |\n|---|" + "---|" * len(heads))
+    for name, m in mean.items():
+        print(f"| {name} | " + " | ".join("" if np.isnan(m[k]) else f"{m[k]:.2f}" if k == "kbps" else f"{m[k]:.3f}"
+                                          for k in measures) + " |")
 
 
 def score_original(original: np.ndarray, sr: int) -> dict[str, float | None]:
@@ -101,10 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                                                           for n, p in models.items()},
               "mean": mean, "per_clip": rows}
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print("| codec | " + " | ".join(HEADS) + " |\n|---|" + "---|" * len(HEADS))
-    for name, m in mean.items():
-        print(f"| {name} | " + " | ".join("" if np.isnan(m[k]) else f"{m[k]:.2f}" if k == "kbps" else f"{m[k]:.3f}"
-                                          for k in MEASURES) + " |")
+    print_table(mean)
 
 
 if __name__ == "__main__":

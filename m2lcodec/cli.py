@@ -242,6 +242,9 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - 
                model: Optional[Path] = ModelOpt, device: str = DeviceOpt, force: bool = ForceOpt,
                seed: Optional[int] = typer.Option(None, help="override the seed stored in the file"),
                sigma_cond: Optional[float] = typer.Option(None, "--sigma-cond", help="override the stored value"),
+               deblock: Optional[float] = typer.Option(
+                   None, "--deblock", min=0.0, max=1.0,
+                   help="seam deblocking strength, 0-1 (default: the model's; 0 = off, the paper's decode)"),
                start: float = typer.Option(0.0, help="decode from this time (seconds)"),
                duration: Optional[float] = typer.Option(None, help="decode this many seconds"),
                fmt: str = typer.Option("wav16", "--format", help=f"output format: {', '.join(FORMATS)}"),
@@ -273,7 +276,7 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - 
         with progress_bar() as bar:
             task = bar.add_task(f"decompressing {pipe_name(src)}", total=1.0)
             st = codec.decompress_file(source, target, force=force, seed=seed, sigma_cond=sigma_cond, start=start,
-                                       duration=duration, subtype=subtype, salvage=salvage,
+                                       duration=duration, subtype=subtype, salvage=salvage, deblock=deblock,
                                        progress=lambda f: bar.update(task, completed=min(f, 1.0)))
         console.print(summary_table(f"decompress (model {codec.info.name} {codec.info.hash})",
                                     [(pipe_name(src), st)], False))
@@ -294,7 +297,7 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - 
                 d.parent.mkdir(parents=True, exist_ok=True)
             rows.append((s.name, codec.decompress_file(
                 s, d, force=force, seed=seed, sigma_cond=sigma_cond, start=start, duration=duration,
-                subtype=subtype, salvage=salvage, progress=lambda f: bar.update(audio_task, completed=min(f, 1.0)))))
+                subtype=subtype, salvage=salvage, deblock=deblock, progress=lambda f: bar.update(audio_task, completed=min(f, 1.0)))))
             damaged |= report_damage(rows[-1][1], f"{s}: " if src.is_dir() else "")
             bar.advance(task)
     out.print(summary_table(f"decompress (model {codec.info.name} {codec.info.hash})", rows, False))
@@ -428,13 +431,18 @@ def embed(src: Path = typer.Argument(..., help="audio file"), dst: Path = typer.
 @run_safely
 def model_info(spec: str = typer.Argument(..., help="preset name (tiny, small, paper), weights or checkpoint"),
                as_json: bool = typer.Option(False, "--json")) -> None:
-    """Config and parameter count per module and in total."""
-    from m2lcodec.weights import model_from_preset_or_file
+    """Config and parameter count per module and in total; for a weights file also its hash, step and
+    the decode parameters it carries (sigma_cond, deblock)."""
+    from m2lcodec.codec import decode_defaults
+    from m2lcodec.weights import model_from_preset_or_file, read_info
 
     model, cfg, source = model_from_preset_or_file(spec)
     counts = model.param_counts()
     record = {"source": source, "config": cfg.to_dict(), "params": counts, "total_params": counts["total"],
               "tokens_per_chunk": cfg.tokens, "token_grid": list(cfg.grid)}
+    if spec.endswith(".safetensors") and Path(spec).is_file():
+        info = read_info(Path(spec))
+        record |= {"hash": info.hash, "step": info.metadata.get("step"), "decode": decode_defaults(info)}
     if as_json:
         out.print_json(json.dumps(record))
         return
@@ -444,6 +452,9 @@ def model_info(spec: str = typer.Argument(..., help="preset name (tiny, small, p
     for k, v in counts.items():
         table.add_row(k, f"{v:,}")
     out.print(table)
+    if "decode" in record:
+        out.print(f"hash {record['hash']}, step {record['step']}, decode: "
+                  + ", ".join(f"{k} {v:g}" for k, v in record["decode"].items()))
     out.print({k: v for k, v in cfg.to_dict().items()})
 
 
@@ -516,6 +527,8 @@ def export(checkpoint: Path = typer.Argument(..., help="training checkpoint.pt")
            dst: Path = typer.Argument(..., help="output .safetensors"), force: bool = ForceOpt,
            raw: bool = typer.Option(False, help="export the raw weights instead of the EMA"),
            sigma_cond: Optional[float] = typer.Option(None, "--sigma-cond", help="default decode parameter"),
+           deblock: Optional[float] = typer.Option(None, "--deblock", min=0.0, max=1.0,
+                                                   help="default seam deblocking strength (0 = off)"),
            name: Optional[str] = typer.Option(None, help="model name (default: the preset)")) -> None:
     """Turn a training checkpoint into the small fp16 weights file the codec loads."""
     from m2lcodec.train import export_weights
@@ -524,7 +537,7 @@ def export(checkpoint: Path = typer.Argument(..., help="training checkpoint.pt")
         fail(f"checkpoint not found: {checkpoint}")
     if dst.exists() and not force:
         fail(f"{dst} exists; pass --force to overwrite")
-    digest = export_weights(checkpoint, dst, use_ema=not raw, sigma_cond=sigma_cond, name=name)
+    digest = export_weights(checkpoint, dst, use_ema=not raw, sigma_cond=sigma_cond, deblock=deblock, name=name)
     out.print(f"wrote {dst} ({human_bytes(dst.stat().st_size)}), hash {digest}")
 
 

@@ -11,6 +11,10 @@ the previous chunk's refined second step and keeps the current chunk's first ste
 a generator seeded by (seed, chunk index), so the same file and seed always decode the same way, and a
 decode that starts in the middle draws the same noise as one from the start.
 
+The decoded chunks then pass the seam deblocker (m2lcodec/deblock.py, a measured deviation from the
+paper: docs/codec.md "Deblocking"), whose strength the weights file carries ("deblock"; 0 = off, the
+paper's decode, and the default for files that do not say).
+
 A damaged file's lost chunks (`lost=` of decode_stream) become silence, and decoding restarts after each gap
 as a ranged decode warming up on the first intact chunk does (the timeline: m2lcodec/salvage.py,
 docs/codec.md).
@@ -32,6 +36,7 @@ import torch
 from m2lcodec import schedule, spectral
 from m2lcodec.audio import AudioError, AudioReader, AudioWriter, StreamResampler, WavStreamWriter, resample
 from m2lcodec.container import DEFAULT_FRAME_CHUNKS, Header, Reader, default_quant_params, pack, write_file
+from m2lcodec.deblock import DeblockConfig, StreamingDeblocker
 from m2lcodec.model import Music2Latent2, select_features
 from m2lcodec.precision import autocast, autocast_dtype
 from m2lcodec.salvage import DamagedRange, restart_sample, salvage_plan
@@ -39,6 +44,13 @@ from m2lcodec.version import __version__
 from m2lcodec.weights import ModelInfo, load_model
 
 DEFAULT_SIGMA_COND = 0.4  # best in the paper's sweep (Fig. 3); a model file may carry its own
+
+
+def decode_defaults(info: ModelInfo) -> dict[str, float]:
+    """The decode parameters a weights file carries, with the defaults for files that do not say:
+    sigma_cond (DEFAULT_SIGMA_COND, the paper's) and the seam deblocking strength (0 = off)."""
+    return {"sigma_cond": float(info.metadata.get("sigma_cond", DEFAULT_SIGMA_COND)),
+            "deblock": float(info.metadata.get("deblock", 0.0))}
 
 
 class ModelMismatchError(ValueError):
@@ -93,7 +105,9 @@ class Codec:
         self.info = info
         self.batch_chunks = batch_chunks
         self.dtype = autocast_dtype(precision, self.device)  # auto: bf16 only where it is fast (precision.py)
-        self.sigma_cond = float(info.metadata.get("sigma_cond", DEFAULT_SIGMA_COND))
+        defaults = decode_defaults(info)
+        self.sigma_cond = defaults["sigma_cond"]
+        self.deblock = defaults["deblock"]  # seam deblocking strength (m2lcodec/deblock.py)
 
     @property
     def sample_rate(self) -> int:
@@ -213,7 +227,9 @@ class Codec:
 
     def _chunk_steps(self, latents, seed: int, sigma_cond: float,
                      start: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yields (chunk index, refined spectrogram (C, 2, 1024, 64)) for chunks start.. in order."""
+        """Yields (chunk index t, refined spectrogram (C, 2, 1024, 64), first estimate of chunk t + 1 or
+        None for the last chunk) for chunks start.. in order. The estimate comes free with the pair step
+        that refines chunk t (with sigma_cond 0 it is chunk t + 1 as emitted); the deblocker reads it."""
         channels, total = latents.shape[:2]
         shape = (channels, 1, 2, spectral.FREQ_BINS, spectral.CHUNK_FRAMES)
         s_cond = schedule.cond_level(sigma_cond)
@@ -247,11 +263,11 @@ class Codec:
                     continue
                 out = self.model.denoise(torch.stack([renoised(prev, t - 1), x_t[:, 0]], dim=1), sig_pair,
                                          pair_features(prev_feats, f_t))
-            yield t - 1, out[:, 0].float()
+            yield t - 1, out[:, 0].float(), out[:, 1].float()
             prev, prev_feats = out[:, 1], f_t
             last_emitted = out[:, 0]
         if sigma_cond <= 0:  # the second step at SIGMA_MIN is exactly the identity: no extra pass needed
-            yield total - 1, prev.float()
+            yield total - 1, prev.float(), None
             return
         # the last chunk's second step: one extra pass, with the refined chunk before it as context
         with self._autocast():
@@ -261,13 +277,13 @@ class Codec:
                                          pair_features(chunk_feats(total - 2), prev_feats))[:, 1]
             else:
                 out = self.model.denoise(renoised(prev, total - 1)[:, None], sig_last[:, :1], prev_feats)[:, 0]
-        yield total - 1, out.float()
+        yield total - 1, out.float(), None
 
     @torch.inference_mode()
     def decode_stream(self, latents: np.ndarray, num_samples: int | None = None, sample_rate: int | None = None,
                       seed: int = 0, sigma_cond: float | None = None, start: float = 0.0,
                       duration: float | None = None, block_chunks: int = 1,
-                      lost: Sequence[tuple[int, int]] = ()) -> Iterator[np.ndarray]:
+                      lost: Sequence[tuple[int, int]] = (), deblock: float | None = None) -> Iterator[np.ndarray]:
         """Latents (C, T, K, D) -> audio blocks (C, n) float32 at `sample_rate`, in order, with bounded
         memory. `num_samples` is the original length at `sample_rate` (default: all T chunks);
         `start`/`duration` (seconds) decode a time range, warming up on the chunk before it.
@@ -276,17 +292,21 @@ class Codec:
         never decoded but must be finite: a salvaging reader gives zeros). Their time (`salvage_plan`) is
         silence, and decoding restarts after each gap exactly as a ranged decode whose warm-up chunk is the
         first intact one; before a gap the output equals the undamaged decode (at the model's rate; other
-        rates differ within the resampler's filter length next to the gap)."""
+        rates differ within the resampler's filter length next to the gap; with deblocking on, the chunk
+        before a gap has no seam to smooth, so its last `ramp_frames` frames differ from the undamaged decode).
+
+        `deblock` overrides the model's deblocking strength (0 = off)."""
         sample_rate = sample_rate or self.sample_rate
         channels, total = latents.shape[:2]
         if num_samples is None:
             num_samples = (total * spectral.CHUNK_SAMPLES - spectral.PAD_LEFT) * sample_rate // self.sample_rate
         sigma_cond = self.sigma_cond if sigma_cond is None else sigma_cond
+        deblock_cfg = DeblockConfig(strength=self.deblock if deblock is None else deblock)
         out_first = min(int(round(start * sample_rate)), num_samples)
         out_last = num_samples if duration is None else min(num_samples, out_first + int(round(duration * sample_rate)))
         if not lost:
             yield from self._decode_span(latents, num_samples, sample_rate, seed, sigma_cond, out_first, out_last,
-                                         block_chunks)
+                                         block_chunks, deblock_cfg)
             return
         for piece in salvage_plan(lost, total, num_samples, sample_rate):
             lo, hi = max(piece.first_sample, out_first), min(piece.stop_sample, out_last)
@@ -297,11 +317,11 @@ class Codec:
                     yield np.zeros((channels, min(spectral.CHUNK_SAMPLES, hi - at)), np.float32)
             else:
                 yield from self._decode_span(latents, num_samples, sample_rate, seed, sigma_cond, lo, hi,
-                                             block_chunks, floor_chunk=piece.start_chunk,
+                                             block_chunks, deblock_cfg, floor_chunk=piece.start_chunk,
                                              stop_chunk=piece.stop_chunk)
 
     def _decode_span(self, latents, num_samples: int, sample_rate: int, seed: int, sigma_cond: float,
-                     out_first: int, out_last: int, block_chunks: int, floor_chunk: int = 0,
+                     out_first: int, out_last: int, block_chunks: int, deblock: DeblockConfig, floor_chunk: int = 0,
                      stop_chunk: int | None = None) -> Iterator[np.ndarray]:
         """Output samples [out_first, out_last) at `sample_rate`, using only chunks [floor_chunk,
         stop_chunk): the warm-up chunk is the one before out_first's chunk but never before floor_chunk
@@ -324,6 +344,7 @@ class Codec:
         first_chunk = (m_first + spectral.PAD_LEFT) // spectral.CHUNK_SAMPLES
         begin_chunk = max(first_chunk - 1, floor_chunk)  # warm-up chunk: its overlap tail and context
         istft = spectral.StreamingISTFT(channels, self.device)
+        deblocker = StreamingDeblocker(deblock)
         resampler = StreamResampler(self.sample_rate, sample_rate, channels)
         # model-rate samples [m_first, m_last) are padded-stream samples offset by PAD_LEFT
         pos = begin_chunk * spectral.CHUNK_SAMPLES - spectral.PAD_LEFT  # model-rate sample index of next block
@@ -345,7 +366,8 @@ class Codec:
             if y.shape[1]:
                 yield y
 
-        for t, spec in self._chunk_steps(latents, seed, sigma_cond, begin_chunk):
+        for t, spec, next_spec in self._chunk_steps(latents, seed, sigma_cond, begin_chunk):
+            spec = deblocker.push(spec, next_spec if t + 1 < stop_chunk else None)  # no seam before a lost chunk
             wave = istft.push(spec).cpu().numpy()
             lo, hi = max(m_first - pos, 0), min(m_last - pos, wave.shape[1])
             pos += wave.shape[1]
@@ -395,15 +417,15 @@ class Codec:
         latents = self.encode(audio, sample_rate)
         return pack(self.make_header(latents, audio.shape[1], sample_rate, quant, seed, sigma_cond), latents)
 
-    def decompress(self, data: bytes, seed: int | None = None,
-                   sigma_cond: float | None = None) -> tuple[np.ndarray, int]:
+    def decompress(self, data: bytes, seed: int | None = None, sigma_cond: float | None = None,
+                   deblock: float | None = None) -> tuple[np.ndarray, int]:
         with Reader.from_bytes(data) as reader:
             header = reader.header
             self.check_header(header)
             latents = reader.read_all()
         audio = self.decode(latents, header.num_samples, header.sample_rate,
                             header.seed if seed is None else seed,
-                            header.sigma_cond if sigma_cond is None else sigma_cond)
+                            header.sigma_cond if sigma_cond is None else sigma_cond, deblock=deblock)
         return audio, header.sample_rate
 
     def compress_file(self, src: str | Path | BinaryIO, dst: str | Path | BinaryIO, quant: str = "int8",
@@ -429,7 +451,8 @@ class Codec:
     def decompress_file(self, src: str | Path | BinaryIO, dst: str | Path | BinaryIO, force: bool = False,
                         seed: int | None = None, sigma_cond: float | None = None, start: float = 0.0,
                         duration: float | None = None, subtype: str = "PCM_16",
-                        progress: Callable[[float], None] | None = None, salvage: bool = False) -> CodecStats:
+                        progress: Callable[[float], None] | None = None, salvage: bool = False,
+                        deblock: float | None = None) -> CodecStats:
         """Streams: reads the latents frame by frame as needed and writes audio block by block, to a
         .wav/.flac file or, as WAV, to a binary stream such as stdout (its header carries the length, known
         from the .m2l header, so nothing waits for the end). A stream source (stdin) is read whole: it is
@@ -459,7 +482,7 @@ class Codec:
             blocks = self.decode_stream(latents, header.num_samples, header.sample_rate,
                                         header.seed if seed is None else seed,
                                         header.sigma_cond if sigma_cond is None else sigma_cond,
-                                        start=start, duration=duration, lost=lost)
+                                        start=start, duration=duration, lost=lost, deblock=deblock)
             if isinstance(dst, (str, Path)):
                 writer_cm = AudioWriter(dst, header.sample_rate, header.channels, subtype=subtype, force=force,
                                         protect=None if from_stream else Path(src))

@@ -342,7 +342,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def export_weights(checkpoint: Path, out: Path, use_ema: bool = True, sigma_cond: float | None = None,
-                   name: str | None = None) -> str:
+                   name: str | None = None, deblock: float | None = None) -> str:
     """Checkpoint -> fp16 safetensors with the model config and a content hash; returns the hash."""
     from m2lcodec.weights import save_weights
 
@@ -352,6 +352,8 @@ def export_weights(checkpoint: Path, out: Path, use_ema: bool = True, sigma_cond
     meta = {"step": str(state["step"]), "train_config": json.dumps(state["train_config"])}
     if sigma_cond is not None:
         meta["sigma_cond"] = str(sigma_cond)
+    if deblock is not None:
+        meta["deblock"] = str(deblock)
     return save_weights(out, cfg, weights, meta, name=name)
 
 

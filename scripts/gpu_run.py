@@ -5,7 +5,7 @@ what comes back at most 8 files of 16 MiB. So everything is prepared here and th
 
     # 1. here (CPU): weights of the run + a corpus subset + the wheels a bare GPU image lacks -> .gpu/
     python scripts/gpu_run.py pack --checkpoint /root/runs/v19/checkpoint.pt --train-list ~/m2l-corpus/train.txt \\
-        --audio-mb 24 --wheels /root/gpu-wheels --out .gpu     # keep tree + .gpu under 64 MiB
+        --wheels /root/gpu-wheels --out .gpu     # music fills what the tree and the state leave of 64 MiB
     # 2. on the GPU (device tool, carry [".gpu"]), one command:
     #    bash scripts/gpu_lease.sh 8 64      (wheels -> /tmp/site, train 8 minutes at batch 64, shards -> $OUT)
     # 3. here: the shards that came back -> a checkpoint the CPU run resumes from
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,31 @@ from pathlib import Path
 import torch
 
 SHARD_BYTES = 15 * 2**20
+TRAVEL_BYTES = 64 * 2**20  # what the device tool carries: the working tree (tracked + untracked, not ignored) + carry
+TRAVEL_MARGIN = 2**20
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tree_bytes(root: Path = REPO) -> int:
+    """Bytes of the files the device tool copies from the working tree: tracked ones and untracked ones
+    that git does not ignore."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                             capture_output=True, check=True).stdout
+    return sum((root / name).stat().st_size for name in listing.decode().split("\0")
+               if name and (root / name).is_file())
+
+
+def audio_budget_mb(asked_mb: float | None, tree: int, packed: int) -> float:
+    """MiB of music that fit beside the tree and what is packed so far: all of it by default; an asked
+    amount that does not fit is an error (the lease would refuse to carry the pack)."""
+    room = (TRAVEL_BYTES - TRAVEL_MARGIN - tree - packed) / 2**20
+    if room <= 0:
+        sys.exit(f"error: the tree ({tree / 2**20:.1f} MiB) and the state ({packed / 2**20:.1f} MiB) leave no room "
+                 f"for music in the {TRAVEL_BYTES / 2**20:.0f} MiB that travel")
+    if asked_mb is not None and asked_mb > room:
+        sys.exit(f"error: --audio-mb {asked_mb:g} does not fit: the tree is {tree / 2**20:.1f} MiB and the state "
+                 f"{packed / 2**20:.1f} MiB, so at most {room:.1f} MiB of music travel")
+    return room if asked_mb is None else asked_mb
 
 
 def save_shards(tensors: dict[str, torch.Tensor], meta: dict, out: Path, prefix: str) -> list[Path]:
@@ -144,13 +170,19 @@ def cmd_pack(args: argparse.Namespace) -> None:
     state_tensors = {**{f"model.{k}": v.to(model_dtype) for k, v in state["model"].items()},
                      **{f"ema.{k}": v.to(torch.float16) for k, v in state["ema"].items()}}
     save_shards(state_tensors, meta, out, "state")
-    clips = pick_audio(Path(args.train_list), out / "audio", args.audio_mb, args.seconds, args.seed,
-                       mono=not args.stereo)
-    (out / "train.txt").write_text("".join(f"{p.relative_to(out)}\n" for p in clips))
     if args.wheels:  # what the GPU image lacks (docs/training.md, "GPU"): soundfile + cffi, soxr, zstandard
         shutil.copytree(args.wheels, out / "whl")
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"packed step {meta['step']}, {len(clips)} excerpts of {args.seconds:g} s, {size / 2**20:.1f} MiB in {out}")
+
+    def packed() -> int:
+        return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+    tree = tree_bytes()
+    clips = pick_audio(Path(args.train_list), out / "audio", audio_budget_mb(args.audio_mb, tree, packed()),
+                       args.seconds, args.seed, mono=not args.stereo)
+    (out / "train.txt").write_text("".join(f"{p.relative_to(out)}\n" for p in clips))
+    size = packed()
+    print(f"packed step {meta['step']}, {len(clips)} excerpts of {args.seconds:g} s, {size / 2**20:.1f} MiB in {out}; "
+          f"with the tree ({tree / 2**20:.1f} MiB) {(size + tree) / 2**20:.1f} of {TRAVEL_BYTES / 2**20:.0f} MiB travel")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -223,7 +255,8 @@ def main() -> None:
     p = sub.add_parser("pack", help="CPU side: checkpoint + corpus subset -> a folder that travels")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--train-list", required=True)
-    p.add_argument("--audio-mb", type=float, default=20.0)
+    p.add_argument("--audio-mb", type=float, default=None,
+                   help="MiB of music excerpts (default: all that the tree and the state leave of 64 MiB)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each excerpt")
     p.add_argument("--stereo", action="store_true", help="keep the channels (default: mono excerpts)")
     p.add_argument("--model-dtype", choices=["fp16", "fp32"], default="fp16")

@@ -116,6 +116,20 @@ def test_compress_decompress_info(work, tiny_weights):
     assert tree_listing(work / "out") == ["s.m2l", "s.wav"]
 
 
+def test_decompress_deblock_option(work, tiny_weights, good_m2l):
+    """--deblock sets the seam deblocking strength (0 = off = the tiny model's own default); outside 0-1 it
+    is a one-line error with nothing written."""
+    out = work / "out"
+    for name, args in (("default", []), ("off", ["--deblock", "0"]), ("on", ["--deblock", "1"])):
+        r = cli("decompress", good_m2l, out / f"{name}.wav", *model_args(tiny_weights), "--format", "float", *args)
+        assert r.code == 0, r.all
+    default, off, on = (sf.read(str(out / f"{n}.wav"))[0] for n in ("default", "off", "on"))
+    np.testing.assert_array_equal(default, off)
+    assert np.abs(on - off).max() > 0
+    r = cli("decompress", good_m2l, out / "bad.wav", *model_args(tiny_weights), "--deblock", "1.5")
+    assert r.code != 0 and "Traceback" not in r.all and not (out / "bad.wav").exists()
+
+
 def test_decompress_formats_and_range(work, tiny_weights):
     m2l = work / "out" / "m.m2l"
     assert cli("compress", work / "mono48.wav", m2l, *model_args(tiny_weights)).code == 0
@@ -152,7 +166,10 @@ def test_model_info_tiny():
 def test_model_info_weights_file(tiny_weights):
     r = cli("model-info", tiny_weights, "--json")
     assert r.code == 0, r.all
-    assert json.loads(r.stdout)["config"]["name"] == "tiny"
+    rec = json.loads(r.stdout)
+    assert rec["config"]["name"] == "tiny"
+    # a file that names no decode parameters gets the codec's defaults: the paper's sigma_cond, no deblocking
+    assert rec["decode"] == {"sigma_cond": 0.4, "deblock": 0.0} and len(rec["hash"]) == 16
     r = cli("model-info", "tiny")
     assert r.code == 0 and "total" in r.stdout
 

@@ -94,3 +94,22 @@ def test_shards_of_two_saves_are_refused(tmp_path: Path) -> None:
         assert "different saves" in str(e)
     else:
         raise AssertionError("mixed shards were accepted")
+
+
+def test_audio_budget_fits_what_travels() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_run
+
+    mib = 2**20
+    assert gpu_run.audio_budget_mb(None, 28 * mib, 26 * mib) == 64 - 1 - 28 - 26
+    assert gpu_run.audio_budget_mb(5.0, 28 * mib, 26 * mib) == 5.0
+    for asked, tree in ((10.0, 28 * mib), (None, 40 * mib)):
+        try:
+            gpu_run.audio_budget_mb(asked, tree, 26 * mib)
+        except SystemExit as e:
+            assert str(e).startswith("error:") and "MiB" in str(e)
+        else:
+            raise AssertionError("an over-budget pack must be refused")
+    tree = gpu_run.tree_bytes()
+    assert 10 * mib < tree < 64 * mib  # this checkout: the weights, docs and code
+

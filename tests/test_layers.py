@@ -1,5 +1,5 @@
 """The package's import graph runs strictly downward (issue 12; README "Layout"):
-cli -> bench / train -> codec -> model | salvage | container | audio | weights | data | losses -> spectral |
+cli -> bench / train -> codec -> model | salvage | deblock | container | audio | weights | data | losses -> spectral |
 schedule | modules | metrics | precision -> version | atomic. Read from the source with ast, so lazy imports inside
 functions count."""
 
@@ -12,7 +12,7 @@ PACKAGE = Path(m2lcodec.__file__).parent
 LAYERS = [
     {"version", "atomic"},
     {"spectral", "schedule", "modules", "metrics", "precision"},
-    {"model", "baselines", "salvage"},
+    {"model", "baselines", "salvage", "deblock"},
     {"container", "audio", "weights", "losses"},
     {"data", "codec"},
     {"train", "bench"},

@@ -42,7 +42,7 @@ def test_unrolled_pair_matches_the_codec(codec, sigma_cond):
     with torch.no_grad():
         latents = model.encode(spec.flatten(0, 1)).view(1, 2, 8, 64)
     fp32 = type(codec)(model, codec.info, precision="fp32")
-    steps = dict(fp32._chunk_steps(latents.numpy(), seed=5, sigma_cond=sigma_cond, start=0))
+    steps = {t: spec for t, spec, _ in fp32._chunk_steps(latents.numpy(), seed=5, sigma_cond=sigma_cond, start=0)}
     shape = (1, 1, 2, 1024, 64)
     noises = [chunk_noise(5, 0, 0, shape)[:, 0], chunk_noise(5, 0, 1, shape)[:, 0], chunk_noise(5, 1, 0, shape)[:, 0]]
     with torch.no_grad():

@@ -62,7 +62,7 @@ def decode_raw(codec, path: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarra
     if sr != spectral.SAMPLE_RATE:
         sys.exit(f"error: {path} is not at 44.1 kHz")
     ref = spectral.wave_to_spec(spectral.pad_to_chunks(torch.from_numpy(mono))[0])
-    dec = torch.cat([s for _, s in codec._chunk_steps(codec.encode(mono, sr), 0, 0.0, 0)], dim=-1)
+    dec = torch.cat([s for _, s, _ in codec._chunk_steps(codec.encode(mono, sr), 0, 0.0, 0)], dim=-1)
     return dec, ref, mono
 
 
