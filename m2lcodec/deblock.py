@@ -13,6 +13,7 @@ scales the compressed magnitude by a ** AMP_POWER, phase kept.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -52,8 +53,9 @@ class DeblockConfig:
         return self.strength > 0
 
 
+@functools.lru_cache(maxsize=16)
 def band_index(bands_per_octave: int, device: torch.device | None = None) -> torch.Tensor:
-    """(1024,) band of every frequency bin, 0 .. len(band_edges_hz(bands_per_octave))."""
+    """(1024,) band of every frequency bin, 0 .. len(band_edges_hz(bands_per_octave)) (cached: read-only)."""
     freqs = torch.arange(spectral.FREQ_BINS, device=device) * (spectral.SAMPLE_RATE / spectral.N_FFT)
     edges = torch.tensor(band_edges_hz(bands_per_octave), device=device)
     return torch.bucketize(freqs, edges, right=True)
