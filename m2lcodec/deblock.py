@@ -55,10 +55,13 @@ class DeblockConfig:
 
 @functools.lru_cache(maxsize=16)
 def band_index(bands_per_octave: int, device: torch.device | None = None) -> torch.Tensor:
-    """(1024,) band of every frequency bin, 0 .. len(band_edges_hz(bands_per_octave)) (cached: read-only)."""
-    freqs = torch.arange(spectral.FREQ_BINS, device=device) * (spectral.SAMPLE_RATE / spectral.N_FFT)
-    edges = torch.tensor(band_edges_hz(bands_per_octave), device=device)
-    return torch.bucketize(freqs, edges, right=True)
+    """(1024,) band of every frequency bin, 0 .. len(band_edges_hz(bands_per_octave)) (cached: read-only).
+    Built outside inference mode even when first asked for inside it, so that the cached tensor also
+    serves computations autograd tracks (an inference tensor cannot be saved for backward)."""
+    with torch.inference_mode(False):
+        freqs = torch.arange(spectral.FREQ_BINS, device=device) * (spectral.SAMPLE_RATE / spectral.N_FFT)
+        edges = torch.tensor(band_edges_hz(bands_per_octave), device=device)
+        return torch.bucketize(freqs, edges, right=True)
 
 
 def band_energy(spec: torch.Tensor, bands_per_octave: int = 3) -> torch.Tensor:

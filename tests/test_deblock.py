@@ -173,3 +173,14 @@ def test_a_single_chunk_has_no_seam(codec):
     assert z.shape[1] == 1
     np.testing.assert_array_equal(codec.decode(z, x.shape[1], 44100, deblock=1.0),
                                   codec.decode(z, x.shape[1], 44100, deblock=0.0))
+
+
+def test_band_index_cached_in_inference_mode_still_serves_autograd():
+    """The cache is filled by whichever call comes first; a decode (inference mode) must not leave an
+    inference tensor that breaks a later differentiable use (a training loss, the offline deblocker)."""
+    band_index.cache_clear()
+    with torch.inference_mode():
+        band_energy(torch.randn(1, 2, spectral.FREQ_BINS, 4))
+    spec = torch.randn(1, 2, spectral.FREQ_BINS, 4, requires_grad=True)
+    band_energy(spec).sum().backward()
+    assert spec.grad is not None and spec.grad.abs().sum() > 0
