@@ -5,6 +5,8 @@
 - `stft_loss`: multi-resolution STFT loss on waveforms (log-magnitude L1 + spectral convergence), the
   reconstruction term of the codec's own decode steps (docs/training.md, "Reconstruction terms").
 - `mel_loss`: the multi-resolution log-mel L1 of `metrics.mel_distance`, differentiable (same filterbank).
+- `lines_loss`: the frame-mean fine spectrum (what stands above each bin's neighbourhood over a chunk):
+  harmonic lines, and the fixed 4-bin comb the stem leaves in the decode (docs/training.md, "Lines term").
 - `seam_level_loss`: band levels where the decode joins chunks: the right chunk's start must step from
   the left chunk's end as the original steps, and its end (what the next seam joins) must have the
   original's level (docs/training.md, "Seam level term").
@@ -77,6 +79,27 @@ def mel_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = (512
                                 .abs() + floor) for w in (est, ref)]
             total = total + (mels[0] - mels[1]).abs().flatten(1).mean(1)
     return total / len(sizes)
+
+
+def lines_loss(est: torch.Tensor, ref: torch.Tensor, n_fft: int = 2048, width: int = 9) -> torch.Tensor:
+    """Per example (B, N) -> (B,): mean |difference| of the two waveforms' *lines*: the mean over frames
+    (Hann n_fft, hop n/4) of log(|S| + eps), minus its running mean over `width` bins (what stands above
+    the neighbourhood). Averaging over frames first takes out the noise texture's frame-to-frame
+    fluctuation, which per-frame log-L1 (`stft_loss`) is dominated by, and leaves the stationary part of
+    a chunk's fine spectrum: its harmonics, and any fixed pattern of the decoder (docs/training.md, "Lines
+    term"). Both sides' running means are removed, so the envelope is left to the other terms."""
+    est, ref = est.float(), ref.float()
+    with torch.autocast(est.device.type, enabled=False):
+        win = torch.hann_window(n_fft, device=est.device)
+        lines = []
+        for w in (est, ref):
+            level = torch.log(torch.stft(w, n_fft, n_fft // 4, window=win, return_complex=True).abs()
+                              + LOG_EPS).mean(-1)  # (B, F)
+            local = torch.nn.functional.avg_pool1d(
+                torch.nn.functional.pad(level[:, None], (width // 2, width // 2), mode="replicate"),
+                width, stride=1)[:, 0]
+            lines.append(level - local)
+        return (lines[0] - lines[1]).abs().mean(1)
 
 
 def band_levels(wave: torch.Tensor, start: int, window: int, sample_rate: int = 44100) -> torch.Tensor:

@@ -328,3 +328,24 @@ def test_postfilter_contrast_sharpens_lines_and_keeps_the_envelope() -> None:
     loose = postfilter.contrast_filter(spec, postfilter.Contrast(0.5, 9, 5, False)).pow(2).sum(1).sqrt()
     kept_err = (power(mag_out) / power(mag_in) - 1).abs().max().item()
     assert kept_err < 0.05 and kept_err < 0.5 * (power(loose) / power(mag_in) - 1).abs().max().item()
+
+
+def test_comb_study_fits_only_the_four_bin_pattern() -> None:
+    """bench/studies/comb.py: the fitted profile is the residual's period-4 part (a broad envelope error is
+    left alone), and dividing it out of a spectrogram with that comb flattens the comb."""
+    comb_study = _load("studies/comb")
+    bins = np.arange(spectral.FREQ_BINS)
+    pattern = np.array([0.3, -3.0, 0.1, 2.6])[bins % 4]
+    pattern -= pattern.mean()
+    envelope_err = 6.0 * np.sin(bins / 150.0)  # slow, as the decode's level errors are
+    fitted = comb_study.periodic_part(envelope_err + pattern)
+    assert np.abs(fitted[40:-40] - pattern[40:-40]).max() < 0.1
+    assert np.abs(comb_study.periodic_part(envelope_err)[40:-40]).max() < 0.1
+    torch.manual_seed(0)
+    orig = torch.randn(1, 2, spectral.FREQ_BINS, 64)
+    gain = torch.from_numpy(10 ** (pattern * spectral.AMP_POWER / 20)).float()
+    decoded = orig * gain[:, None]
+    profile = comb_study.fit_profile([decoded], [orig])
+    assert np.abs(profile[40:-40] - pattern[40:-40]).max() < 0.1
+    fixed = comb_study.apply_comb(decoded, torch.from_numpy(profile).float())
+    assert max(abs(v) for v in comb_study.phase_means(comb_study.mean_residual(fixed, orig))) < 0.1

@@ -6,7 +6,7 @@ import torch
 
 from m2lcodec import schedule
 from m2lcodec.codec import chunk_noise
-from m2lcodec.losses import stft_loss, unrolled_pair
+from m2lcodec.losses import lines_loss, stft_loss, unrolled_pair
 
 
 def test_stft_loss_zero_for_identical_and_grows_with_error():
@@ -125,3 +125,23 @@ def test_seam_level_loss_start_level_holds_each_side_to_the_original():
     assert est.grad[:, :CHUNK_SAMPLES].abs().sum() == 0
     with pytest.raises(ValueError, match="seam start"):
         seam_level_loss(ref, ref, start="middle")
+
+
+def test_lines_loss_sees_lines_and_combs_not_level_or_noise_texture():
+    """lines_loss: zero for identical waveforms, blind to a broadband gain (the envelope is the other terms'
+    job), small between two draws of the same noise (the texture's flicker averages out over frames), and
+    large for a missing harmonic series or an added 4-bin comb (the stem's pattern in the decode)."""
+    g = torch.Generator().manual_seed(0)
+    n = 32768
+    t = torch.arange(n) / 44100.0
+    noise = lambda: 0.05 * torch.randn(1, n, generator=g)  # noqa: E731
+    tone = sum(0.1 / k * torch.sin(2 * torch.pi * 110.0 * k * t) for k in range(1, 40))[None]
+    music = noise() + tone
+    assert float(lines_loss(music, music)) < 1e-6
+    assert float(lines_loss(2.0 * music, music)) < 1e-4
+    texture = float(lines_loss(noise(), noise()))
+    missing = float(lines_loss(noise(), music))
+    assert missing > 1.5 * texture
+    # a comb: every 4th bin of the 2048-point STFT (86.1 Hz apart) 2.7 dB up, as a sum of sines there
+    comb = sum(0.012 * torch.sin(2 * torch.pi * (4 * k + 3) * 44100 / 2048 * t + k) for k in range(1, 200))[None]
+    assert float(lines_loss(music + comb, music)) > 3 * texture

@@ -9,7 +9,10 @@ linearly (R^2 on val; a lower bound on what they hold). The codec's own decode o
 latents hold motion that the decode does not render, the decoder is what to train; if they hold none, the
 encoder is. A second, nonlinear reading: the decoder's envelope channel (channel 0 of its finest features,
 trained by the envelope term to equal the chunk's magnitude envelope on the 256 x 32 grid,
-docs/training.md) scored with the same level/motion split against the true envelope.
+docs/training.md) scored with the same level/motion split against the true envelope. A third part, the
+*lines* (session 23): each chunk's mean fine spectrum (60-2000 Hz, 10.8 Hz bins) minus its running median
+over 250 Hz, i.e. where the notes' harmonics stand above their neighbourhood (what spectral peakiness
+asks for), read from the latents the same way and compared with the decode's.
 
     python bench/studies/latent_content.py --model m2lcodec/weights/default.safetensors \\
         --train ~/m2l-corpus/train.txt --val ~/m2l-corpus/val.txt --out latent_content.json
@@ -31,6 +34,7 @@ from m2lcodec.metrics import log_mel_spectrogram
 from m2lcodec.spectral import CHUNK_SAMPLES, envelope
 
 N_FFT, HOP, N_MELS = 2048, 1024, 32
+LINE_FFT, LINE_FMIN, LINE_FMAX, LINE_WIDTH_HZ = 4096, 60.0, 2000.0, 250.0  # as metrics.spectral_peakiness
 
 
 def excerpts(files: list[Path], cache_dir: Path, seconds: float, count: int, seed: int) -> list[np.ndarray]:
@@ -55,6 +59,37 @@ def chunk_mels(audio: np.ndarray) -> np.ndarray:
     chunks = len(audio) // CHUNK_SAMPLES
     return np.stack([log_mel_spectrogram(audio[t * CHUNK_SAMPLES:(t + 1) * CHUNK_SAMPLES], SAMPLE_RATE,
                                          N_FFT, HOP, N_MELS).ravel() for t in range(chunks)])
+
+
+def chunk_lines(audio: np.ndarray) -> np.ndarray:
+    """(samples,) -> (chunks, bins): each chunk's harmonic lines, i.e. its mean log magnitude spectrum
+    (Hann 4096, hop 1024, 60-2000 Hz, 10.8 Hz bins) minus its running median over 250 Hz: what stands
+    above the neighbourhood (where the notes are), with the envelope (the level part) taken out."""
+    freqs = np.fft.rfftfreq(LINE_FFT, 1.0 / SAMPLE_RATE)
+    band = (freqs >= LINE_FMIN) & (freqs <= LINE_FMAX)
+    half = int(round(LINE_WIDTH_HZ / (SAMPLE_RATE / LINE_FFT) / 2))
+    win = np.hanning(LINE_FFT).astype(np.float32)
+    rows = []
+    for t in range(len(audio) // CHUNK_SAMPLES):
+        seg = audio[t * CHUNK_SAMPLES:(t + 1) * CHUNK_SAMPLES]
+        frames = np.lib.stride_tricks.sliding_window_view(seg, LINE_FFT)[::1024] * win
+        level = 20 * np.log10(np.abs(np.fft.rfft(frames, axis=1))[:, band] + 1e-6).mean(0)
+        padded = np.pad(level, half, mode="edge")
+        rows.append(level - np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=-1))
+    return np.stack(rows)
+
+
+def line_correlation(target: np.ndarray, estimate: np.ndarray) -> float:
+    """Mean over chunks of the correlation across bins of two (chunks, bins) line profiles."""
+    t, e = target - target.mean(1, keepdims=True), estimate - estimate.mean(1, keepdims=True)
+    return float(((t * e).sum(1) / np.sqrt((t ** 2).sum(1) * (e ** 2).sum(1) + 1e-12)).mean())
+
+
+def fixed_share(lines: np.ndarray) -> float:
+    """Share of the lines' variance that is one profile common to all chunks (a fixed pattern, e.g. the
+    stem's comb, rather than the music's notes, which change from chunk to chunk and file to file)."""
+    common = lines.mean(0)
+    return float(((common - common.mean()) ** 2).mean() / lines.var())
 
 
 def envelope_parts(codec, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +187,9 @@ def main() -> None:
         """The frame-to-frame loudness curve alone (mean over bands of the motion): onsets and swells."""
         return motion.reshape(len(motion), -1, N_MELS).mean(axis=2)
 
+    lines_tr = np.concatenate([chunk_lines(c) for c in train])
+    lines_va = np.concatenate([chunk_lines(c) for c in val])
+    fit_lines, lam_lines = best_ridge(z_train, lines_tr, lams)
     loud_va = loudness(motion_va)
     fit_loud, lam_loud = best_ridge(z_train, loudness(motion_tr), lams)
     env_true, env_pred = envelope_parts(codec, val)
@@ -161,6 +199,7 @@ def main() -> None:
         "level": {"latents_r2": r2(level_va, predict(fit_level, z_val)), "lambda": lam_level},
         "motion": {"latents_r2": r2(motion_va, predict(fit_motion, z_val)), "lambda": lam_motion},
         "loudness_curve": {"latents_r2": r2(loud_va, predict(fit_loud, z_val)), "lambda": lam_loud},
+        "lines": {"latents_r2": r2(lines_va, predict(fit_lines, z_val)), "lambda": lam_lines},
         "decoder_envelope": {"level_r2": r2(env_level, pred_level), "motion_r2": r2(env_motion, pred_motion),
                              "motion_var_ratio": float(pred_motion.var() / env_motion.var())},
     }
@@ -174,6 +213,12 @@ def main() -> None:
                                 decode_motion_var_ratio=float(motion_dec.var() / motion_va.var()))
         scores["loudness_curve"].update(decode_r2=r2(loud_va, loud_dec),
                                         decode_var_ratio=float(loud_dec.var() / loud_va.var()))
+        lines_dec = np.concatenate([chunk_lines(d) for d in decoded])
+        scores["lines"].update(decode_r2=r2(lines_va, lines_dec), decode_var_ratio=float(lines_dec.var() / lines_va.var()),
+                               decode_corr=line_correlation(lines_va, lines_dec),
+                               shuffled_corr=line_correlation(lines_va[np.random.default_rng(0).permutation(len(lines_va))],
+                                                              lines_dec),
+                               decode_fixed_share=fixed_share(lines_dec), original_fixed_share=fixed_share(lines_va))
     print(json.dumps(scores, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(scores, indent=1))
