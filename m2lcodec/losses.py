@@ -7,6 +7,8 @@
 - `mel_loss`: the multi-resolution log-mel L1 of `metrics.mel_distance`, differentiable (same filterbank).
 - `lines_loss`: the frame-mean fine spectrum (what stands above each bin's neighbourhood over a chunk):
   harmonic lines, and the fixed 4-bin comb the stem leaves in the decode (docs/training.md, "Lines term").
+- `onset_loss`: 1 - correlation of the two onset envelopes (log-mel flux), the measure
+  `metrics.onset_correlation` reads (docs/training.md, "Onset term").
 - `seam_level_loss`: band levels where the decode joins chunks: the right chunk's start must step from
   the left chunk's end as the original steps, and its end (what the next seam joins) must have the
   original's level (docs/training.md, "Seam level term").
@@ -100,6 +102,30 @@ def lines_loss(est: torch.Tensor, ref: torch.Tensor, n_fft: int = 2048, width: i
                 width, stride=1)[:, 0]
             lines.append(level - local)
         return (lines[0] - lines[1]).abs().mean(1)
+
+
+def onset_envelope(wave: torch.Tensor, n_fft: int = 2048, n_mels: int = 80, floor: float = 1e-4,
+                   sample_rate: int = 44100) -> torch.Tensor:
+    """(B, N) -> (B, frames - 1): half-wave rectified log10-mel flux summed over bands, hop n_fft / 4:
+    `metrics.onset_correlation`'s envelope in torch (log10(mel + floor) instead of clamping at the floor,
+    so that a silent band still has a gradient)."""
+    with torch.autocast(wave.device.type, enabled=False):
+        bank = torch.tensor(mel_filterbank(sample_rate, n_fft, n_mels), dtype=torch.float32, device=wave.device)
+        win = torch.hann_window(n_fft, device=wave.device)
+        mel = torch.log10(bank @ torch.stft(wave.float(), n_fft, n_fft // 4, window=win, return_complex=True,
+                                            pad_mode="reflect").abs() + floor)  # (B, n_mels, frames)
+        return torch.relu(mel.diff(dim=-1)).sum(1)
+
+
+def onset_loss(est: torch.Tensor, ref: torch.Tensor, n_fft: int = 2048) -> torch.Tensor:
+    """Per example (B, N) -> (B,): 1 - Pearson correlation of the two onset envelopes (`onset_envelope`).
+    0 when the decode's onsets rise where, and in proportion as, the crop's do; ~1 for a steady texture
+    or unrelated onsets. Blind to the envelope's scale and offset (the noise floor of flux a noise texture
+    adds everywhere), as the measure is; a crop with no onsets at all gives ~1 and a small gradient."""
+    a, b = onset_envelope(est, n_fft), onset_envelope(ref, n_fft)
+    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    corr = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-6)
+    return 1.0 - corr
 
 
 def band_levels(wave: torch.Tensor, start: int, window: int, sample_rate: int = 44100) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 
 from m2lcodec import schedule
 from m2lcodec.codec import chunk_noise
-from m2lcodec.losses import lines_loss, stft_loss, unrolled_pair
+from m2lcodec.losses import lines_loss, onset_envelope, onset_loss, stft_loss, unrolled_pair
 
 
 def test_stft_loss_zero_for_identical_and_grows_with_error():
@@ -145,3 +145,40 @@ def test_lines_loss_sees_lines_and_combs_not_level_or_noise_texture():
     # a comb: every 4th bin of the 2048-point STFT (86.1 Hz apart) 2.7 dB up, as a sum of sines there
     comb = sum(0.012 * torch.sin(2 * torch.pi * (4 * k + 3) * 44100 / 2048 * t + k) for k in range(1, 200))[None]
     assert float(lines_loss(music + comb, music)) > 3 * texture
+
+
+def test_onset_loss_rewards_onsets_where_the_crop_has_them():
+    """onset_loss: ~0 for identical waveforms and blind to gain; a steady noise texture and the same hits
+    shifted by a quarter of their period score high; the same hits under other noise score low; the
+    envelope matches metrics.onset_correlation's (whose measure the term trains)."""
+    from m2lcodec.metrics import onset_correlation
+
+    g = torch.Generator().manual_seed(0)
+    n = 32768
+    noise = lambda: 0.02 * torch.randn(1, n, generator=g)  # noqa: E731
+
+    def hits(offset: int) -> torch.Tensor:  # decaying noise bursts every 4096 samples
+        env = torch.zeros(n)
+        for start in range(offset, n, 4096):
+            env[start:start + 2048] = torch.exp(-torch.arange(min(2048, n - start)) / 300.0)
+        return 0.3 * env[None] * torch.randn(1, n, generator=g)
+
+    drums = hits(512) + noise()
+    assert float(onset_loss(drums, drums)) < 1e-5
+    assert float(onset_loss(3.0 * drums, drums)) < 1e-3  # log-mel flux: a gain is an offset, gone in a diff
+    same_hits = float(onset_loss(hits(512) + noise(), drums))
+    steady = float(onset_loss(0.1 * torch.randn(1, n, generator=g), drums))
+    shifted = float(onset_loss(hits(512 + 1024) + noise(), drums))
+    assert same_hits < 0.1 and steady > 0.7 and shifted > 0.7
+    # the torch envelope is the measure's, frame for frame (the measure clamps at the floor; at these levels
+    # no band sits near it), so 1 - onset_loss reads the measure's correlation
+    other = hits(512) + noise()
+    measured = onset_correlation(drums.numpy(), other.numpy(), 44100)
+    assert abs((1 - float(onset_loss(other, drums))) - measured) < 1e-3
+    assert onset_envelope(drums).shape == (1, n // 512)
+    # per example, and a gradient reaches the estimate
+    est = torch.cat([drums, 0.1 * torch.randn(1, n, generator=g)]).requires_grad_()
+    out = onset_loss(est, torch.cat([drums, drums]))
+    assert out[0] < 1e-5 < 0.5 < out[1]
+    out.sum().backward()
+    assert est.grad.abs().sum() > 0
