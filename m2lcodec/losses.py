@@ -5,6 +5,7 @@
 - `stft_loss`: multi-resolution STFT loss on waveforms (log-magnitude L1 + spectral convergence), the
   reconstruction term of the codec's own decode steps (docs/training.md, "Reconstruction terms").
 - `mel_loss`: the multi-resolution log-mel L1 of `metrics.mel_distance`, differentiable (same filterbank).
+- `log_mel`: the log-mel spectrogram both `mel_loss` and `onset_envelope` read.
 - `lines_loss`: the frame-mean fine spectrum (what stands above each bin's neighbourhood over a chunk):
   harmonic lines, and the fixed 4-bin comb the stem leaves in the decode (docs/training.md, "Lines term").
 - `onset_loss`: 1 - correlation of the two onset envelopes (log-mel flux), the measure
@@ -66,20 +67,26 @@ def stft_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = STF
     return total / len(sizes)
 
 
+def log_mel(wave: torch.Tensor, n_fft: int, n_mels: int, floor: float, sample_rate: int = 44100) -> torch.Tensor:
+    """(B, N) -> (B, n_mels, frames): log10(mel + floor) of a centred Hann STFT (hop n_fft / 4, reflect
+    padding) through `metrics.mel_filterbank`, in float32: the spectrogram `mel_loss` and `onset_envelope`
+    compare, as `metrics.log_mel_spectrogram` computes it (floor added rather than clamped, for gradient)."""
+    with torch.autocast(wave.device.type, enabled=False):
+        bank = torch.tensor(mel_filterbank(sample_rate, n_fft, n_mels), dtype=torch.float32, device=wave.device)
+        win = torch.hann_window(n_fft, device=wave.device)
+        spec = torch.stft(wave.float(), n_fft, n_fft // 4, window=win, return_complex=True, pad_mode="reflect")
+        return torch.log10(bank @ spec.abs() + floor)
+
+
 def mel_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = (512, 1024, 2048), n_mels: int = 80,
              floor: float = 1e-5, sample_rate: int = 44100) -> torch.Tensor:
     """Per example (B, N) -> (B,): `metrics.mel_distance` in torch (centred Hann STFT, hop n/4, HTK
     filterbank on magnitudes, log10, mean |difference|), with log10(mel + floor) instead of clamping at
     the floor so that a band the estimate left silent still has a gradient."""
-    est, ref = est.float(), ref.float()
-    total = est.new_zeros(est.shape[0])
-    with torch.autocast(est.device.type, enabled=False):
-        for n in sizes:
-            bank = torch.tensor(mel_filterbank(sample_rate, n, n_mels), dtype=torch.float32, device=est.device)
-            win = torch.hann_window(n, device=est.device)
-            mels = [torch.log10(bank @ torch.stft(w, n, n // 4, window=win, return_complex=True, pad_mode="reflect")
-                                .abs() + floor) for w in (est, ref)]
-            total = total + (mels[0] - mels[1]).abs().flatten(1).mean(1)
+    total = est.new_zeros(est.shape[0], dtype=torch.float32)
+    for n in sizes:
+        mels = [log_mel(w, n, n_mels, floor, sample_rate) for w in (est, ref)]
+        total = total + (mels[0] - mels[1]).abs().flatten(1).mean(1)
     return total / len(sizes)
 
 
@@ -109,12 +116,7 @@ def onset_envelope(wave: torch.Tensor, n_fft: int = 2048, n_mels: int = 80, floo
     """(B, N) -> (B, frames - 1): half-wave rectified log10-mel flux summed over bands, hop n_fft / 4:
     `metrics.onset_correlation`'s envelope in torch (log10(mel + floor) instead of clamping at the floor,
     so that a silent band still has a gradient)."""
-    with torch.autocast(wave.device.type, enabled=False):
-        bank = torch.tensor(mel_filterbank(sample_rate, n_fft, n_mels), dtype=torch.float32, device=wave.device)
-        win = torch.hann_window(n_fft, device=wave.device)
-        mel = torch.log10(bank @ torch.stft(wave.float(), n_fft, n_fft // 4, window=win, return_complex=True,
-                                            pad_mode="reflect").abs() + floor)  # (B, n_mels, frames)
-        return torch.relu(mel.diff(dim=-1)).sum(1)
+    return torch.relu(log_mel(wave, n_fft, n_mels, floor, sample_rate).diff(dim=-1)).sum(1)
 
 
 def onset_loss(est: torch.Tensor, ref: torch.Tensor, n_fft: int = 2048) -> torch.Tensor:

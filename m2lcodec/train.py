@@ -124,9 +124,9 @@ class ConsistencyLoss(nn.Module):
     by `stft_loss`. The left chunk of those pairs is either left as the consistency term has it
     (`recon_context="sampled"`, its consistency term kept) or is the codec's own first estimate
     re-noised to `recon_sigma_cond` (`"unrolled"`, via `losses.unrolled_pair`); then `emit_weight`
-    adds the same loss on the left's emitted second step, `recon_mel_weight` adds the log-mel L1
-    `recon_lines_weight` the lines term and `recon_onset_weight` the onset term inside both, and `seam_weight` adds `seam_level_loss` to
-    the right chunk's. All weights 0 = the paper's single loss."""
+    adds the same loss on the left's emitted second step, `recon_mel_weight` adds the log-mel L1,
+    `recon_lines_weight` the lines term and `recon_onset_weight` the onset term inside both, and
+    `seam_weight` adds `seam_level_loss` to the right chunk's. All weights 0 = the paper's single loss."""
 
     def __init__(self, model: Music2Latent2, latent_noise: float = 0.0, noise_log_mean: float = -1.1,
                  noise_log_std: float = 2.0, latent_std_floor: float = 0.0, latent_std_weight: float = 0.0,

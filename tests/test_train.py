@@ -417,8 +417,8 @@ def test_unrolled_terms_reach_the_modules_they_should():
 
 
 def test_seam_term_is_linear_in_its_weight_and_trains_every_module():
-    """seam_weight (and recon_lines_weight and recon_onset_weight, the same way) adds seam_level_loss of the unrolled pair inside the recon term: same draw, the loss
-    grows linearly with the weight, and the added part trains encoder, decoder and CM (through the right
+    """seam_weight (and recon_lines_weight and recon_onset_weight, the same way) adds seam_level_loss of
+    the unrolled pair inside the recon term: same draw, the loss grows linearly with the weight, and the added part trains encoder, decoder and CM (through the right
     chunk, the only one with gradient at sigma_cond 0)."""
     model, spec = tiny_model_and_spec()
     kw = dict(recon_weight=1.0, recon_fraction=1.0, recon_context="unrolled")
