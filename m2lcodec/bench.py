@@ -231,7 +231,8 @@ def _meta(codec: Any, model_path: str | Path | None, command: str | None, clips_
                     "cuda_device": torch.cuda.get_device_name(codec.device) if codec.device.type == "cuda"
                     else None},
         "model": {"name": codec.info.name, "hash": codec.info.hash, "path": _model_path_label(model_path),
-                  "decode": {"sigma_cond": codec.sigma_cond, "deblock": codec.deblock}},
+                  "decode": {"sigma_cond": codec.sigma_cond, "deblock": codec.deblock,
+                             "noise_scale": codec.noise_scale}},
         "versions": {"m2lcodec": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "visqol-python": _package_version("visqol-python"), "python": platform.python_version(),
                      "ffmpeg": _ffmpeg_version()},
@@ -447,7 +448,7 @@ def _markdown(results: dict, has_plot: bool) -> str:
         "# m2lcodec benchmark",
         "",
         f"- model: `{m['name']}` hash `{m['hash']}` ({m['path']})"
-        + (f"; decode: sigma_cond {m['decode']['sigma_cond']:g}, deblock {m['decode']['deblock']:g}" if "decode" in m else ""),
+        + ("; decode: " + ", ".join(f"{k} {v:g}" for k, v in m["decode"].items()) if "decode" in m else ""),
         f"- clips: {meta['num_clips']} from `{meta['clips_dir']}`" + (" (mixed to mono)" if meta["mono"] else ""),
         f"- machine: {mach['platform']}, {mach['cpu_count']} CPUs, torch {mach['torch']} "
         f"({mach['torch_threads']} threads), device {mach['device']}",

@@ -245,6 +245,9 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - 
                deblock: Optional[float] = typer.Option(
                    None, "--deblock", min=0.0, max=1.0,
                    help="seam deblocking strength, 0-1 (default: the model's; 0 = off, the paper's decode)"),
+               noise_scale: Optional[float] = typer.Option(
+                   None, "--noise-scale", min=0.0,
+                   help="scale of the first step's starting noise (default: the model's; 1 = the paper's)"),
                start: float = typer.Option(0.0, help="decode from this time (seconds)"),
                duration: Optional[float] = typer.Option(None, help="decode this many seconds"),
                fmt: str = typer.Option("wav16", "--format", help=f"output format: {', '.join(FORMATS)}"),
@@ -277,7 +280,7 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - 
             task = bar.add_task(f"decompressing {pipe_name(src)}", total=1.0)
             st = codec.decompress_file(source, target, force=force, seed=seed, sigma_cond=sigma_cond, start=start,
                                        duration=duration, subtype=subtype, salvage=salvage, deblock=deblock,
-                                       progress=lambda f: bar.update(task, completed=min(f, 1.0)))
+                                       noise_scale=noise_scale, progress=lambda f: bar.update(task, completed=min(f, 1.0)))
         console.print(summary_table(f"decompress (model {codec.info.name} {codec.info.hash})",
                                     [(pipe_name(src), st)], False))
         if report_damage(st, ""):
@@ -297,7 +300,8 @@ def decompress(src: Path = typer.Argument(..., help=".m2l file, directory, or - 
                 d.parent.mkdir(parents=True, exist_ok=True)
             rows.append((s.name, codec.decompress_file(
                 s, d, force=force, seed=seed, sigma_cond=sigma_cond, start=start, duration=duration,
-                subtype=subtype, salvage=salvage, deblock=deblock, progress=lambda f: bar.update(audio_task, completed=min(f, 1.0)))))
+                subtype=subtype, salvage=salvage, deblock=deblock, noise_scale=noise_scale,
+                progress=lambda f: bar.update(audio_task, completed=min(f, 1.0)))))
             damaged |= report_damage(rows[-1][1], f"{s}: " if src.is_dir() else "")
             bar.advance(task)
     out.print(summary_table(f"decompress (model {codec.info.name} {codec.info.hash})", rows, False))
@@ -432,7 +436,7 @@ def embed(src: Path = typer.Argument(..., help="audio file"), dst: Path = typer.
 def model_info(spec: str = typer.Argument(..., help="preset name (tiny, small, paper), weights or checkpoint"),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Config and parameter count per module and in total; for a weights file also its hash, step and
-    the decode parameters it carries (sigma_cond, deblock)."""
+    the decode parameters it carries (sigma_cond, deblock, noise_scale)."""
     from m2lcodec.codec import decode_defaults
     from m2lcodec.weights import model_from_preset_or_file, read_info
 
@@ -523,21 +527,31 @@ def train(preset: str = typer.Option("small", help="tiny, small or paper"),
 
 @app.command()
 @run_safely
-def export(checkpoint: Path = typer.Argument(..., help="training checkpoint.pt"),
+def export(checkpoint: Path = typer.Argument(..., help="training checkpoint.pt, or a weights .safetensors"),
            dst: Path = typer.Argument(..., help="output .safetensors"), force: bool = ForceOpt,
            raw: bool = typer.Option(False, help="export the raw weights instead of the EMA"),
            sigma_cond: Optional[float] = typer.Option(None, "--sigma-cond", help="default decode parameter"),
            deblock: Optional[float] = typer.Option(None, "--deblock", min=0.0, max=1.0,
                                                    help="default seam deblocking strength (0 = off)"),
+           noise_scale: Optional[float] = typer.Option(None, "--noise-scale", min=0.0,
+                                                       help="default scale of the starting noise (1 = the paper's)"),
            name: Optional[str] = typer.Option(None, help="model name (default: the preset)")) -> None:
-    """Turn a training checkpoint into the small fp16 weights file the codec loads."""
-    from m2lcodec.train import export_weights
+    """Turn a training checkpoint into the small fp16 weights file the codec loads. From a weights file:
+    a copy with the given decode parameters (or name) changed, the same tensors and hash."""
+    from m2lcodec.train import decode_metadata, export_weights
+    from m2lcodec.weights import retag_weights
 
     if not checkpoint.is_file():
         fail(f"checkpoint not found: {checkpoint}")
     if dst.exists() and not force:
         fail(f"{dst} exists; pass --force to overwrite")
-    digest = export_weights(checkpoint, dst, use_ema=not raw, sigma_cond=sigma_cond, deblock=deblock, name=name)
+    if checkpoint.suffix == ".safetensors":
+        if raw:
+            fail("--raw applies to a checkpoint; a weights file holds one set of weights")
+        digest = retag_weights(checkpoint, dst, decode_metadata(sigma_cond, deblock, noise_scale), name=name)
+    else:
+        digest = export_weights(checkpoint, dst, use_ema=not raw, sigma_cond=sigma_cond, deblock=deblock,
+                                noise_scale=noise_scale, name=name)
     out.print(f"wrote {dst} ({human_bytes(dst.stat().st_size)}), hash {digest}")
 
 

@@ -11,6 +11,9 @@ the previous chunk's refined second step and keeps the current chunk's first ste
 a generator seeded by (seed, chunk index), so the same file and seed always decode the same way, and a
 decode that starts in the middle draws the same noise as one from the start.
 
+The first step's starting noise is scaled by the weights file's "noise_scale" (1 = the paper's, and the
+default for files that do not say; measured below 1 in docs/codec.md "Noise scale").
+
 The decoded chunks then pass the seam deblocker (m2lcodec/deblock.py, a measured deviation from the
 paper: docs/codec.md "Deblocking"), whose strength the weights file carries ("deblock"; 0 = off, the
 paper's decode, and the default for files that do not say).
@@ -48,9 +51,11 @@ DEFAULT_SIGMA_COND = 0.4  # best in the paper's sweep (Fig. 3); a model file may
 
 def decode_defaults(info: ModelInfo) -> dict[str, float]:
     """The decode parameters a weights file carries, with the defaults for files that do not say:
-    sigma_cond (DEFAULT_SIGMA_COND, the paper's) and the seam deblocking strength (0 = off)."""
+    sigma_cond (DEFAULT_SIGMA_COND, the paper's), the seam deblocking strength (0 = off) and the scale of
+    the first step's starting noise (1 = the paper's: std SIGMA_MAX)."""
     return {"sigma_cond": float(info.metadata.get("sigma_cond", DEFAULT_SIGMA_COND)),
-            "deblock": float(info.metadata.get("deblock", 0.0))}
+            "deblock": float(info.metadata.get("deblock", 0.0)),
+            "noise_scale": float(info.metadata.get("noise_scale", 1.0))}
 
 
 class ModelMismatchError(ValueError):
@@ -108,6 +113,7 @@ class Codec:
         defaults = decode_defaults(info)
         self.sigma_cond = defaults["sigma_cond"]
         self.deblock = defaults["deblock"]  # seam deblocking strength (m2lcodec/deblock.py)
+        self.noise_scale = defaults["noise_scale"]  # starting noise std, in units of SIGMA_MAX
 
     @property
     def sample_rate(self) -> int:
@@ -225,11 +231,12 @@ class Codec:
         with self._autocast():
             return self.model.decoder_features(z)
 
-    def _chunk_steps(self, latents, seed: int, sigma_cond: float,
-                     start: int) -> Iterator[tuple[int, torch.Tensor]]:
+    def _chunk_steps(self, latents, seed: int, sigma_cond: float, start: int,
+                     noise_scale: float = 1.0) -> Iterator[tuple[int, torch.Tensor]]:
         """Yields (chunk index t, refined spectrogram (C, 2, 1024, 64), first estimate of chunk t + 1 or
         None for the last chunk) for chunks start.. in order. The estimate comes free with the pair step
-        that refines chunk t (with sigma_cond 0 it is chunk t + 1 as emitted); the deblocker reads it."""
+        that refines chunk t (with sigma_cond 0 it is chunk t + 1 as emitted); the deblocker reads it.
+        Each chunk's first step denoises noise of std noise_scale * SIGMA_MAX, the network told SIGMA_MAX."""
         channels, total = latents.shape[:2]
         shape = (channels, 1, 2, spectral.FREQ_BINS, spectral.CHUNK_FRAMES)
         s_cond = schedule.cond_level(sigma_cond)
@@ -255,7 +262,7 @@ class Codec:
 
         for t in range(start, total):
             f_t = chunk_feats(t)
-            x_t = chunk_noise(seed, t, 0, shape).to(self.device) * schedule.SIGMA_MAX
+            x_t = chunk_noise(seed, t, 0, shape).to(self.device) * (schedule.SIGMA_MAX * noise_scale)
             with self._autocast():
                 if prev is None:
                     prev = self.model.denoise(x_t, sig_single, f_t)[:, 0]
@@ -283,7 +290,8 @@ class Codec:
     def decode_stream(self, latents: np.ndarray, num_samples: int | None = None, sample_rate: int | None = None,
                       seed: int = 0, sigma_cond: float | None = None, start: float = 0.0,
                       duration: float | None = None, block_chunks: int = 1,
-                      lost: Sequence[tuple[int, int]] = (), deblock: float | None = None) -> Iterator[np.ndarray]:
+                      lost: Sequence[tuple[int, int]] = (), deblock: float | None = None,
+                      noise_scale: float | None = None) -> Iterator[np.ndarray]:
         """Latents (C, T, K, D) -> audio blocks (C, n) float32 at `sample_rate`, in order, with bounded
         memory. `num_samples` is the original length at `sample_rate` (default: all T chunks);
         `start`/`duration` (seconds) decode a time range, warming up on the chunk before it.
@@ -295,18 +303,22 @@ class Codec:
         rates differ within the resampler's filter length next to the gap; with deblocking on, the chunk
         before a gap has no seam to smooth, so its last `ramp_frames` frames differ from the undamaged decode).
 
-        `deblock` overrides the model's deblocking strength (0 = off)."""
+        `deblock` overrides the model's deblocking strength (0 = off), `noise_scale` its starting noise scale
+        (1 = the paper's)."""
         sample_rate = sample_rate or self.sample_rate
         channels, total = latents.shape[:2]
         if num_samples is None:
             num_samples = (total * spectral.CHUNK_SAMPLES - spectral.PAD_LEFT) * sample_rate // self.sample_rate
         sigma_cond = self.sigma_cond if sigma_cond is None else sigma_cond
         deblock_cfg = DeblockConfig(strength=self.deblock if deblock is None else deblock)
+        noise_scale = self.noise_scale if noise_scale is None else noise_scale
+        if not noise_scale >= 0:
+            raise ValueError(f"noise_scale must be >= 0, not {noise_scale}")
         out_first = min(int(round(start * sample_rate)), num_samples)
         out_last = num_samples if duration is None else min(num_samples, out_first + int(round(duration * sample_rate)))
         if not lost:
             yield from self._decode_span(latents, num_samples, sample_rate, seed, sigma_cond, out_first, out_last,
-                                         block_chunks, deblock_cfg)
+                                         block_chunks, deblock_cfg, noise_scale=noise_scale)
             return
         for piece in salvage_plan(lost, total, num_samples, sample_rate):
             lo, hi = max(piece.first_sample, out_first), min(piece.stop_sample, out_last)
@@ -318,11 +330,11 @@ class Codec:
             else:
                 yield from self._decode_span(latents, num_samples, sample_rate, seed, sigma_cond, lo, hi,
                                              block_chunks, deblock_cfg, floor_chunk=piece.start_chunk,
-                                             stop_chunk=piece.stop_chunk)
+                                             stop_chunk=piece.stop_chunk, noise_scale=noise_scale)
 
     def _decode_span(self, latents, num_samples: int, sample_rate: int, seed: int, sigma_cond: float,
                      out_first: int, out_last: int, block_chunks: int, deblock: DeblockConfig, floor_chunk: int = 0,
-                     stop_chunk: int | None = None) -> Iterator[np.ndarray]:
+                     stop_chunk: int | None = None, noise_scale: float = 1.0) -> Iterator[np.ndarray]:
         """Output samples [out_first, out_last) at `sample_rate`, using only chunks [floor_chunk,
         stop_chunk): the warm-up chunk is the one before out_first's chunk but never before floor_chunk
         (decoded alone from noise), and no sample at or after stop_chunk's time is fed to the resampler.
@@ -366,7 +378,7 @@ class Codec:
             if y.shape[1]:
                 yield y
 
-        for t, spec, next_spec in self._chunk_steps(latents, seed, sigma_cond, begin_chunk):
+        for t, spec, next_spec in self._chunk_steps(latents, seed, sigma_cond, begin_chunk, noise_scale):
             spec = deblocker.push(spec, next_spec if t + 1 < stop_chunk else None)  # no seam before a lost chunk
             wave = istft.push(spec).cpu().numpy()
             lo, hi = max(m_first - pos, 0), min(m_last - pos, wave.shape[1])
@@ -418,14 +430,15 @@ class Codec:
         return pack(self.make_header(latents, audio.shape[1], sample_rate, quant, seed, sigma_cond), latents)
 
     def decompress(self, data: bytes, seed: int | None = None, sigma_cond: float | None = None,
-                   deblock: float | None = None) -> tuple[np.ndarray, int]:
+                   deblock: float | None = None, noise_scale: float | None = None) -> tuple[np.ndarray, int]:
         with Reader.from_bytes(data) as reader:
             header = reader.header
             self.check_header(header)
             latents = reader.read_all()
         audio = self.decode(latents, header.num_samples, header.sample_rate,
                             header.seed if seed is None else seed,
-                            header.sigma_cond if sigma_cond is None else sigma_cond, deblock=deblock)
+                            header.sigma_cond if sigma_cond is None else sigma_cond, deblock=deblock,
+                            noise_scale=noise_scale)
         return audio, header.sample_rate
 
     def compress_file(self, src: str | Path | BinaryIO, dst: str | Path | BinaryIO, quant: str = "int8",
@@ -452,7 +465,7 @@ class Codec:
                         seed: int | None = None, sigma_cond: float | None = None, start: float = 0.0,
                         duration: float | None = None, subtype: str = "PCM_16",
                         progress: Callable[[float], None] | None = None, salvage: bool = False,
-                        deblock: float | None = None) -> CodecStats:
+                        deblock: float | None = None, noise_scale: float | None = None) -> CodecStats:
         """Streams: reads the latents frame by frame as needed and writes audio block by block, to a
         .wav/.flac file or, as WAV, to a binary stream such as stdout (its header carries the length, known
         from the .m2l header, so nothing waits for the end). A stream source (stdin) is read whole: it is
@@ -482,7 +495,8 @@ class Codec:
             blocks = self.decode_stream(latents, header.num_samples, header.sample_rate,
                                         header.seed if seed is None else seed,
                                         header.sigma_cond if sigma_cond is None else sigma_cond,
-                                        start=start, duration=duration, lost=lost, deblock=deblock)
+                                        start=start, duration=duration, lost=lost, deblock=deblock,
+                                        noise_scale=noise_scale)
             if isinstance(dst, (str, Path)):
                 writer_cm = AudioWriter(dst, header.sample_rate, header.channels, subtype=subtype, force=force,
                                         protect=None if from_stream else Path(src))

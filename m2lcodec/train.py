@@ -351,8 +351,16 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def decode_metadata(sigma_cond: float | None = None, deblock: float | None = None,
+                    noise_scale: float | None = None) -> dict[str, str]:
+    """The decode parameters a weights file carries (m2lcodec.codec.decode_defaults reads them), as
+    safetensors metadata; None = not set (the codec's default)."""
+    given = {"sigma_cond": sigma_cond, "deblock": deblock, "noise_scale": noise_scale}
+    return {k: str(v) for k, v in given.items() if v is not None}
+
+
 def export_weights(checkpoint: Path, out: Path, use_ema: bool = True, sigma_cond: float | None = None,
-                   name: str | None = None, deblock: float | None = None) -> str:
+                   name: str | None = None, deblock: float | None = None, noise_scale: float | None = None) -> str:
     """Checkpoint -> fp16 safetensors with the model config and a content hash; returns the hash."""
     from m2lcodec.weights import save_weights
 
@@ -360,10 +368,7 @@ def export_weights(checkpoint: Path, out: Path, use_ema: bool = True, sigma_cond
     cfg = ModelConfig.from_dict(state["model_config"])
     weights = state["ema"] if use_ema else state["model"]
     meta = {"step": str(state["step"]), "train_config": json.dumps(state["train_config"])}
-    if sigma_cond is not None:
-        meta["sigma_cond"] = str(sigma_cond)
-    if deblock is not None:
-        meta["deblock"] = str(deblock)
+    meta |= decode_metadata(sigma_cond, deblock, noise_scale)
     return save_weights(out, cfg, weights, meta, name=name)
 
 

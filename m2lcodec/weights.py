@@ -60,6 +60,23 @@ def save_weights(path: Path, cfg: ModelConfig, state: dict[str, torch.Tensor],
     return digest
 
 
+def retag_weights(src: Path, dst: Path, metadata: dict[str, str], name: str | None = None) -> str:
+    """Copy a weights file with some metadata changed (decode parameters, name): the same tensors, so the
+    same hash, and .m2l files made with `src` decode with `dst`. Written atomically; returns the hash."""
+    info = read_info(src)
+    if Path(dst).exists() and Path(dst).resolve() == Path(src).resolve():
+        raise WeightsError(f"{dst} is the input; write to another file")
+    meta = {**info.metadata, **metadata, **({"name": name} if name else {})}
+    state = load_file(str(src))
+    if content_hash(state) != info.hash:
+        raise WeightsError(f"{src}: its tensors do not match its own hash (damaged?)")
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, dst)
+    return info.hash
+
+
 def read_info(path: Path) -> ModelInfo:
     try:
         with safe_open(str(path), framework="pt") as f:

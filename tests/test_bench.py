@@ -101,7 +101,7 @@ def test_bench_cli(tiny_model: Path, clips_dir: Path, tmp_path: Path) -> None:
     meta = results["meta"]
     assert {"machine", "model", "versions", "command", "date"} <= set(meta)
     assert meta["model"]["path"] == str(tiny_model) and len(meta["model"]["hash"]) == 16
-    assert meta["model"]["decode"] == {"sigma_cond": 0.4, "deblock": 0.0}  # what a file without them decodes with
+    assert meta["model"]["decode"] == {"sigma_cond": 0.4, "deblock": 0.0, "noise_scale": 1.0}  # what a file without them decodes with
     assert {"platform", "cpu_count", "torch", "device"} <= set(meta["machine"])
     assert {"m2lcodec", "torch", "numpy", "visqol-python"} <= set(meta["versions"])
     assert meta["command"].startswith("m2lcodec bench")

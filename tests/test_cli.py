@@ -116,18 +116,39 @@ def test_compress_decompress_info(work, tiny_weights):
     assert tree_listing(work / "out") == ["s.m2l", "s.wav"]
 
 
-def test_decompress_deblock_option(work, tiny_weights, good_m2l):
-    """--deblock sets the seam deblocking strength (0 = off = the tiny model's own default); outside 0-1 it
-    is a one-line error with nothing written."""
+@pytest.mark.parametrize("option, neutral, other, bad", [("--deblock", "0", "1", "1.5"),
+                                                     ("--noise-scale", "1", "0.5", "-1")])
+def test_decompress_decode_options(work, tiny_weights, good_m2l, option, neutral, other, bad):
+    """--deblock (seam deblocking strength, 0-1) and --noise-scale (starting noise, >= 0) override the
+    model's decode parameters: the neutral value is the tiny model's own default (deblocking off, the
+    paper's full noise), another value changes the decode, a value out of range is a one-line error with
+    nothing written."""
     out = work / "out"
-    for name, args in (("default", []), ("off", ["--deblock", "0"]), ("on", ["--deblock", "1"])):
-        r = cli("decompress", good_m2l, out / f"{name}.wav", *model_args(tiny_weights), "--format", "float", *args)
+    for name, args in (("default", []), ("neutral", [option, neutral]), ("other", [option, other])):
+        r = cli("decompress", good_m2l, out / f"{name}.wav", *model_args(tiny_weights), "--format", "float",
+                "--force", *args)
         assert r.code == 0, r.all
-    default, off, on = (sf.read(str(out / f"{n}.wav"))[0] for n in ("default", "off", "on"))
-    np.testing.assert_array_equal(default, off)
-    assert np.abs(on - off).max() > 0
-    r = cli("decompress", good_m2l, out / "bad.wav", *model_args(tiny_weights), "--deblock", "1.5")
+    default, neutral_out, other_out = (sf.read(str(out / f"{n}.wav"))[0] for n in ("default", "neutral", "other"))
+    np.testing.assert_array_equal(default, neutral_out)
+    assert np.abs(other_out - neutral_out).max() > 0
+    r = cli("decompress", good_m2l, out / "bad.wav", *model_args(tiny_weights), option, bad)
     assert r.code != 0 and "Traceback" not in r.all and not (out / "bad.wav").exists()
+
+
+def test_export_from_weights_file_sets_decode_parameters(work, tiny_weights):
+    """export from a .safetensors: a copy with new decode parameters and the same hash; --raw makes no sense
+    there, the input is never overwritten, an existing output needs --force."""
+    dst = work / "out" / "w.safetensors"
+    r = cli("export", tiny_weights, dst, "--noise-scale", "0.5", "--deblock", "0.4")
+    assert r.code == 0, r.all
+    rec = json.loads(cli("model-info", dst, "--json").stdout)
+    assert rec["decode"] == {"sigma_cond": 0.4, "deblock": 0.4, "noise_scale": 0.5}
+    assert rec["hash"] == json.loads(cli("model-info", tiny_weights, "--json").stdout)["hash"]
+    assert_one_line_error(cli("export", tiny_weights, dst, "--noise-scale", "0.7"), "exists")
+    assert_one_line_error(cli("export", tiny_weights, work / "out" / "x.safetensors", "--raw"), "--raw")
+    before = file_digest(dst)
+    assert_one_line_error(cli("export", dst, dst, "--force", "--noise-scale", "0.7"), "input")
+    assert file_digest(dst) == before
 
 
 def test_decompress_formats_and_range(work, tiny_weights):
@@ -169,7 +190,7 @@ def test_model_info_weights_file(tiny_weights):
     rec = json.loads(r.stdout)
     assert rec["config"]["name"] == "tiny"
     # a file that names no decode parameters gets the codec's defaults: the paper's sigma_cond, no deblocking
-    assert rec["decode"] == {"sigma_cond": 0.4, "deblock": 0.0} and len(rec["hash"]) == 16
+    assert rec["decode"] == {"sigma_cond": 0.4, "deblock": 0.0, "noise_scale": 1.0} and len(rec["hash"]) == 16
     r = cli("model-info", "tiny")
     assert r.code == 0 and "total" in r.stdout
 

@@ -119,6 +119,39 @@ def test_decode_other_seed_differs(codec, stereo_audio, stereo_latents):
     assert np.abs(a - b).max() > 1e-4
 
 
+def test_noise_scale_of_the_starting_noise(codec, stereo_audio, stereo_latents):
+    """noise_scale scales the first step's starting noise: 1 (the default for a file that does not say) is
+    today's decode; 0 takes the noise out, so at sigma_cond 0 (no re-noising) the seed no longer matters;
+    a negative scale is refused."""
+    x, sr = stereo_audio
+    assert codec.noise_scale == 1.0
+    plain = codec.decode(stereo_latents, x.shape[1], sr, seed=0, sigma_cond=0.0)
+    np.testing.assert_array_equal(codec.decode(stereo_latents, x.shape[1], sr, seed=0, sigma_cond=0.0,
+                                               noise_scale=1.0), plain)
+    half = codec.decode(stereo_latents, x.shape[1], sr, seed=0, sigma_cond=0.0, noise_scale=0.5)
+    assert np.abs(half - plain).max() > 1e-5
+    quiet = [codec.decode(stereo_latents, x.shape[1], sr, seed=s, sigma_cond=0.0, noise_scale=0.0) for s in (0, 1)]
+    np.testing.assert_array_equal(quiet[0], quiet[1])
+    with pytest.raises(ValueError, match="noise_scale"):
+        codec.decode(stereo_latents, x.shape[1], sr, noise_scale=-0.5)
+
+
+def test_noise_scale_from_the_weights_file(codec, tiny_weights, stereo_audio, tmp_path):
+    """A weights file's noise_scale (export --noise-scale) is the codec's default; decompress can override it.
+    The retagged file has the same hash, so the .m2l made with the original decodes with it."""
+    from m2lcodec.weights import retag_weights
+
+    x, sr = stereo_audio
+    path = tmp_path / "quiet.safetensors"
+    assert retag_weights(tiny_weights, path, {"noise_scale": "0.25"}) == codec.info.hash
+    quiet = load_codec(path, device="cpu")
+    assert quiet.noise_scale == 0.25
+    data = codec.compress(x, sr)
+    ours, _ = quiet.decompress(data)
+    np.testing.assert_array_equal(ours, codec.decompress(data, noise_scale=0.25)[0])
+    np.testing.assert_array_equal(quiet.decompress(data, noise_scale=1.0)[0], codec.decompress(data)[0])
+
+
 def test_decode_stream_concatenation_equals_decode(codec, stereo_audio, stereo_latents, mono48_audio,
                                                    mono48_latents):
     for (x, sr), z in ((stereo_audio, stereo_latents), (mono48_audio, mono48_latents)):

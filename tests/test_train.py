@@ -99,10 +99,11 @@ def test_train_resume_export(music_dir, tmp_path):
     steps = [r["step"] for r in read_log(run) if "loss" in r]
     assert steps == [5, 10, 15, 20, 25, 30, 35, 40]
 
-    digest = export_weights(run / "checkpoint.pt", tmp_path / "w.safetensors", sigma_cond=0.3, deblock=0.8)
+    digest = export_weights(run / "checkpoint.pt", tmp_path / "w.safetensors", sigma_cond=0.3, deblock=0.8,
+                            noise_scale=0.5)
     model, info = load_model(tmp_path / "w.safetensors")
     assert info.hash == digest and info.metadata["sigma_cond"] == "0.3" and info.metadata["step"] == "40"
-    assert info.metadata["deblock"] == "0.8"
+    assert info.metadata["deblock"] == "0.8" and info.metadata["noise_scale"] == "0.5"
     for (k, v), (k2, v2) in zip(model.state_dict().items(), resumed.ema.state_dict().items()):
         torch.testing.assert_close(v, v2.half().float(), msg=k)
 

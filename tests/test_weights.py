@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config
-from m2lcodec.weights import WeightsError, content_hash, load_model, read_info, save_weights
+from m2lcodec.weights import WeightsError, content_hash, load_model, read_info, retag_weights, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,30 @@ def test_save_load_round_trip(tiny_model, tmp_path):
         assert all(f.get_tensor(k).dtype in (torch.float16, torch.int64, torch.bool) for k in f.keys())
         assert ModelConfig.from_dict(json.loads(f.metadata()["config"])) == tiny_model.config
     assert read_info(path).hash == digest
+
+
+def test_retag_keeps_tensors_and_hash(tiny_weights, tmp_path):
+    """retag_weights changes metadata only: same tensors, same hash, other keys kept; it never writes over
+    its input, and a file whose tensors no longer match its hash is refused."""
+    dst = tmp_path / "r.safetensors"
+    digest = retag_weights(tiny_weights, dst, {"deblock": "0.4", "noise_scale": "0.5"}, name="renamed")
+    before, after = read_info(tiny_weights), read_info(dst)
+    assert digest == before.hash == after.hash and after.name == "renamed"
+    assert after.metadata["deblock"] == "0.4" and after.metadata["noise_scale"] == "0.5"
+    assert after.metadata["config"] == before.metadata["config"]
+    a, b = load_model(tiny_weights)[0].state_dict(), load_model(dst)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.safetensors"]  # no temporary left
+    with pytest.raises(WeightsError, match="is the input"):
+        retag_weights(dst, dst, {"deblock": "0"})
+    state = {k: v.clone() for k, v in load_model(dst)[0].state_dict().items()}
+    key = next(iter(state))
+    state[key] = state[key] + 1
+    save_file({k: v.half() for k, v in state.items()}, str(tmp_path / "bad.safetensors"),
+              metadata=read_info(dst).metadata)
+    with pytest.raises(WeightsError, match="do not match its own hash"):
+        retag_weights(tmp_path / "bad.safetensors", tmp_path / "x.safetensors", {})
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_loaded_model_computes_the_same(tiny_model, tmp_path):
