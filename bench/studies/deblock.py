@@ -39,7 +39,8 @@ def decoded_spectrogram(codec, data: bytes) -> tuple[torch.Tensor, int]:
     """int8 .m2l bytes -> (the decode's spectrogram (C, 2, 1024, 64 T), num_samples at 44.1 kHz)."""
     with Reader.from_bytes(data) as reader:
         header, latents = reader.header, reader.read_all()
-    chunks = [spec for _, spec, _ in codec._chunk_steps(latents, header.seed, header.sigma_cond, 0, codec.noise_scale)]
+    steps = codec._chunk_steps(latents, header.seed, header.sigma_cond, 0, codec.noise_scale)
+    chunks = [spec for _, spec, _ in steps]
     return torch.cat(chunks, dim=-1), header.num_samples
 
 
