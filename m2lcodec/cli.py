@@ -538,8 +538,8 @@ def export(checkpoint: Path = typer.Argument(..., help="training checkpoint.pt, 
            name: Optional[str] = typer.Option(None, help="model name (default: the preset)")) -> None:
     """Turn a training checkpoint into the small fp16 weights file the codec loads. From a weights file:
     a copy with the given decode parameters (or name) changed, the same tensors and hash."""
-    from m2lcodec.train import decode_metadata, export_weights
-    from m2lcodec.weights import retag_weights
+    from m2lcodec.train import export_weights
+    from m2lcodec.weights import decode_metadata, retag_weights
 
     if not checkpoint.is_file():
         fail(f"checkpoint not found: {checkpoint}")

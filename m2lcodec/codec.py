@@ -318,7 +318,7 @@ class Codec:
         out_last = num_samples if duration is None else min(num_samples, out_first + int(round(duration * sample_rate)))
         if not lost:
             yield from self._decode_span(latents, num_samples, sample_rate, seed, sigma_cond, out_first, out_last,
-                                         block_chunks, deblock_cfg, noise_scale=noise_scale)
+                                         block_chunks, deblock_cfg, noise_scale)
             return
         for piece in salvage_plan(lost, total, num_samples, sample_rate):
             lo, hi = max(piece.first_sample, out_first), min(piece.stop_sample, out_last)
@@ -329,12 +329,12 @@ class Codec:
                     yield np.zeros((channels, min(spectral.CHUNK_SAMPLES, hi - at)), np.float32)
             else:
                 yield from self._decode_span(latents, num_samples, sample_rate, seed, sigma_cond, lo, hi,
-                                             block_chunks, deblock_cfg, floor_chunk=piece.start_chunk,
-                                             stop_chunk=piece.stop_chunk, noise_scale=noise_scale)
+                                             block_chunks, deblock_cfg, noise_scale, floor_chunk=piece.start_chunk,
+                                             stop_chunk=piece.stop_chunk)
 
     def _decode_span(self, latents, num_samples: int, sample_rate: int, seed: int, sigma_cond: float,
-                     out_first: int, out_last: int, block_chunks: int, deblock: DeblockConfig, floor_chunk: int = 0,
-                     stop_chunk: int | None = None, noise_scale: float = 1.0) -> Iterator[np.ndarray]:
+                     out_first: int, out_last: int, block_chunks: int, deblock: DeblockConfig, noise_scale: float,
+                     floor_chunk: int = 0, stop_chunk: int | None = None) -> Iterator[np.ndarray]:
         """Output samples [out_first, out_last) at `sample_rate`, using only chunks [floor_chunk,
         stop_chunk): the warm-up chunk is the one before out_first's chunk but never before floor_chunk
         (decoded alone from noise), and no sample at or after stop_chunk's time is fed to the resampler.

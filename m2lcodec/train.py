@@ -351,18 +351,10 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def decode_metadata(sigma_cond: float | None = None, deblock: float | None = None,
-                    noise_scale: float | None = None) -> dict[str, str]:
-    """The decode parameters a weights file carries (m2lcodec.codec.decode_defaults reads them), as
-    safetensors metadata; None = not set (the codec's default)."""
-    given = {"sigma_cond": sigma_cond, "deblock": deblock, "noise_scale": noise_scale}
-    return {k: str(v) for k, v in given.items() if v is not None}
-
-
 def export_weights(checkpoint: Path, out: Path, use_ema: bool = True, sigma_cond: float | None = None,
                    name: str | None = None, deblock: float | None = None, noise_scale: float | None = None) -> str:
     """Checkpoint -> fp16 safetensors with the model config and a content hash; returns the hash."""
-    from m2lcodec.weights import save_weights
+    from m2lcodec.weights import decode_metadata, save_weights
 
     state = load_checkpoint(checkpoint)
     cfg = ModelConfig.from_dict(state["model_config"])

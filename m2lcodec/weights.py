@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from m2lcodec.atomic import atomic_output
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.safetensors"
@@ -45,6 +45,20 @@ def content_hash(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def decode_metadata(sigma_cond: float | None = None, deblock: float | None = None,
+                    noise_scale: float | None = None) -> dict[str, str]:
+    """The decode parameters a weights file carries (m2lcodec.codec.decode_defaults reads them), as
+    safetensors metadata; None = not set (the codec's default)."""
+    given = {"sigma_cond": sigma_cond, "deblock": deblock, "noise_scale": noise_scale}
+    return {k: str(v) for k, v in given.items() if v is not None}
+
+
+def _write(path: Path, state: dict[str, torch.Tensor], meta: dict[str, str], protect: Path | None = None) -> None:
+    """safetensors file written atomically (m2lcodec.atomic), over an existing `path`, never over `protect`."""
+    with atomic_output(path, force=True, protect=protect) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
 def save_weights(path: Path, cfg: ModelConfig, state: dict[str, torch.Tensor],
                  metadata: dict[str, str] | None = None, name: str | None = None) -> str:
     """Write fp16 weights atomically; returns the content hash."""
@@ -53,27 +67,19 @@ def save_weights(path: Path, cfg: ModelConfig, state: dict[str, torch.Tensor],
     digest = content_hash(half)
     meta = {"format": "m2lcodec-weights-1", "config": json.dumps(cfg.to_dict()), "hash": digest,
             "name": name or cfg.name, **(metadata or {})}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(half, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    _write(Path(path), half, meta)
     return digest
 
 
 def retag_weights(src: Path, dst: Path, metadata: dict[str, str], name: str | None = None) -> str:
     """Copy a weights file with some metadata changed (decode parameters, name): the same tensors, so the
-    same hash, and .m2l files made with `src` decode with `dst`. Written atomically; returns the hash."""
+    same hash, and .m2l files made with `src` decode with `dst`. Written atomically, never over `src`;
+    returns the hash."""
     info = read_info(src)
-    if Path(dst).exists() and Path(dst).resolve() == Path(src).resolve():
-        raise WeightsError(f"{dst} is the input; write to another file")
-    meta = {**info.metadata, **metadata, **({"name": name} if name else {})}
     state = load_file(str(src))
     if content_hash(state) != info.hash:
         raise WeightsError(f"{src}: its tensors do not match its own hash (damaged?)")
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, dst)
+    _write(Path(dst), state, {**info.metadata, **metadata, **({"name": name} if name else {})}, protect=Path(src))
     return info.hash
 
 

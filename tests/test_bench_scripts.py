@@ -350,18 +350,3 @@ def test_comb_study_fits_only_the_four_bin_pattern() -> None:
     fixed = comb_study.apply_comb(decoded, torch.from_numpy(profile).float())
     assert max(abs(v) for v in comb_study.phase_means(comb_study.mean_residual(fixed, orig))) < 0.1
 
-
-def test_noise_temperature_study_matches_the_codec_knob(codec) -> None:
-    """bench/studies/noise_temperature.py scales the codec's starting noise (role 0) by tau inside its block
-    and restores it after: its decode equals the codec's own `noise_scale` (bit for bit at a power of two,
-    where scaling before or after the factor SIGMA_MAX rounds the same), the block leaves no trace."""
-    from m2lcodec import codec as codec_module
-
-    study = _load("studies/noise_temperature")
-    data = codec.compress(sines(2.0), SR)
-    before = codec_module.chunk_noise
-    with study.noise_temperature(0.25):
-        patched, _ = codec.decompress(data)
-    assert codec_module.chunk_noise is before
-    np.testing.assert_array_equal(patched, codec.decompress(data, noise_scale=0.25)[0])
-    assert not np.array_equal(patched, codec.decompress(data)[0])

@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from m2lcodec.atomic import OutputError
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config
 from m2lcodec.weights import WeightsError, content_hash, load_model, read_info, retag_weights, save_weights
 
@@ -55,8 +56,9 @@ def test_retag_keeps_tensors_and_hash(tiny_weights, tmp_path):
     a, b = load_model(tiny_weights)[0].state_dict(), load_model(dst)[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [p.name for p in tmp_path.iterdir()] == ["r.safetensors"]  # no temporary left
-    with pytest.raises(WeightsError, match="is the input"):
+    with pytest.raises(OutputError, match="refusing to overwrite input file"):
         retag_weights(dst, dst, {"deblock": "0"})
+    assert read_info(dst).metadata["deblock"] == "0.4"
     state = {k: v.clone() for k, v in load_model(dst)[0].state_dict().items()}
     key = next(iter(state))
     state[key] = state[key] + 1
