@@ -6,7 +6,8 @@ is scored by ViSQOL, log-mel distance (`metrics.mel_distance`), the chunk-period
 4 kHz and the seam level-jump ratio (bench/seams.py), and for the harmonic lines and onsets the issue
 asks to see, `metrics.spectral_peakiness` (dB; the "original" row has the clips' own value, white noise
 scores ~6.4) and `metrics.onset_correlation` with the original. Opus 6 and 12 kbps get the same measures
-in the same run (Opus has no chunk grid: its periodic error is the floor the issue compares with).
+in the same run (Opus has no chunk grid: its periodic error is the floor the issue compares with). The
+seam flux ratio (bench/seams.py: spectral flux at the seams / elsewhere) is read against the original's row.
 
     python bench/compare_models.py --clips ~/bench-clips --count 5 \\
         --model shipped=m2lcodec/weights/default.safetensors --model v8=/root/runs/v8/ema.safetensors \\
@@ -26,14 +27,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seams import boundary_positions, level_jump_ratio, periodic_level_error  # noqa: E402
+from seams import boundary_positions, flux_ratio, level_jump_ratio, periodic_level_error  # noqa: E402
 
 from m2lcodec import metrics  # noqa: E402
 from m2lcodec.audio import read_audio  # noqa: E402
 from m2lcodec.bench import find_clips  # noqa: E402
 
-MEASURES = ("kbps", "visqol", "mel_distance", "periodic_db", "jump_ratio", "peakiness", "onset_corr")
-HEADS = ("kbps", "ViSQOL", "mel dist", "periodic dB", "level-jump ratio", "peakiness dB", "onset corr")
+MEASURES = ("kbps", "visqol", "mel_distance", "periodic_db", "jump_ratio", "peakiness", "onset_corr", "flux_ratio")
+HEADS = ("kbps", "ViSQOL", "mel dist", "periodic dB", "level-jump ratio", "peakiness dB", "onset corr",
+         "seam flux ratio")
 
 
 def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float,
@@ -45,7 +47,8 @@ def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float,
             "periodic_db": periodic_level_error(decoded, original, sr)[0],
             "jump_ratio": level_jump_ratio(decoded[0], sr, boundary_positions(original.shape[1])),
             "peakiness": metrics.spectral_peakiness(decoded, sr),
-            "onset_corr": metrics.onset_correlation(original, decoded, sr)}
+            "onset_corr": metrics.onset_correlation(original, decoded, sr),
+            "flux_ratio": flux_ratio(decoded, sr, boundary_positions(original.shape[1]))}
 
 
 def mean_scores(scores: list[dict[str, float | None]], measures: tuple[str, ...] = MEASURES) -> dict[str, float]:
@@ -66,7 +69,8 @@ def score_original(original: np.ndarray, sr: int) -> dict[str, float | None]:
     """The measures that have a value for the original itself (the scale the decodes are read on)."""
     return {m: None for m in MEASURES} | {
         "jump_ratio": level_jump_ratio(original[0], sr, boundary_positions(original.shape[1])),
-        "peakiness": metrics.spectral_peakiness(original, sr), "onset_corr": 1.0}
+        "peakiness": metrics.spectral_peakiness(original, sr), "onset_corr": 1.0,
+        "flux_ratio": flux_ratio(original, sr, boundary_positions(original.shape[1]))}
 
 
 def main(argv: list[str] | None = None) -> None:

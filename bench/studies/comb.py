@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_models import mean_scores, print_table, score, score_original  # noqa: E402
-from deblock import ALL_HEADS, ALL_MEASURES, decoded_spectrogram, with_flux  # noqa: E402
+from deblock import decoded_spectrogram  # noqa: E402
 
 from m2lcodec import load_codec, spectral  # noqa: E402
 from m2lcodec.audio import read_audio  # noqa: E402
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         audio, data, spec, original, n = clip_pair(codec, path)
         kbps = len(data) * 8 / 1000 / (audio.shape[1] / spectral.SAMPLE_RATE)
-        rows["original"][path.name] = with_flux(score_original(audio, spectral.SAMPLE_RATE), audio, spectral.SAMPLE_RATE)
+        rows["original"][path.name] = score_original(audio, spectral.SAMPLE_RATE)
         for name, s in (("none", spec), ("comb", apply_comb(spec, profile_t))):
             phases[name].append(phase_means(mean_residual(s, original)))
             s = deblock_spectrogram(s, deblock) if deblock.active else s
@@ -150,17 +150,16 @@ def main(argv: list[str] | None = None) -> None:
             if name == "none":
                 ref, _ = codec.decompress(data)
                 assert np.allclose(ref, wave, atol=1e-4), "the study's plain decode differs from the codec's"
-            rows[name][path.name] = with_flux(score(audio, wave, spectral.SAMPLE_RATE, kbps, args.visqol),
-                                              wave, spectral.SAMPLE_RATE)
+            rows[name][path.name] = score(audio, wave, spectral.SAMPLE_RATE, kbps, args.visqol)
         print(f"{path.name}: mel {rows['none'][path.name]['mel_distance']:.3f} -> "
               f"{rows['comb'][path.name]['mel_distance']:.3f}, phases {np.round(phases['none'][-1], 1).tolist()} -> "
               f"{np.round(phases['comb'][-1], 1).tolist()} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    mean = {name: mean_scores(list(per.values()), ALL_MEASURES) for name, per in rows.items()}
+    mean = {name: mean_scores(list(per.values())) for name, per in rows.items()}
     phase_mean = {k: np.mean(v, axis=0).round(3).tolist() for k, v in phases.items()}
     Path(args.out).write_text(json.dumps({"args": vars(args), "profile_db": profile.round(3).tolist(),
                                           "phase_residual_db": phase_mean, "mean": mean, "per_clip": rows},
                                          indent=1) + "\n")
-    print_table(mean, ALL_MEASURES, ALL_HEADS, first="decode")
+    print_table(mean, first="decode")
     print("residual per phase (bin mod 4), dB, on the scored clips: " + ", ".join(f"{k} {v}" for k, v in phase_mean.items()))
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from compare_models import HEADS, MEASURES, mean_scores, print_table, score, score_original  # noqa: E402
-from seams import boundary_positions, flux_ratio  # noqa: E402
+from compare_models import mean_scores, print_table, score, score_original  # noqa: E402
 
 from m2lcodec import load_codec, spectral  # noqa: E402
 from m2lcodec.audio import read_audio  # noqa: E402
@@ -42,15 +41,6 @@ def decoded_spectrogram(codec, data: bytes) -> tuple[torch.Tensor, int]:
     steps = codec._chunk_steps(latents, header.seed, header.sigma_cond, 0, codec.noise_scale)
     chunks = [spec for _, spec, _ in steps]
     return torch.cat(chunks, dim=-1), header.num_samples
-
-
-ALL_MEASURES = (*MEASURES, "flux_ratio")
-ALL_HEADS = (*HEADS, "seam flux ratio")
-
-
-def with_flux(row: dict, audio: np.ndarray, sr: int) -> dict:
-    """A compare_models score row plus bench/seams.py's seam flux ratio."""
-    return row | {"flux_ratio": flux_ratio(audio, sr, boundary_positions(audio.shape[1]))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,20 +70,20 @@ def main(argv: list[str] | None = None) -> None:
         data = codec.compress(audio, sr, quant="int8")
         kbps = len(data) * 8 / 1000 / (audio.shape[1] / sr)
         spec, n = decoded_spectrogram(codec, data)
-        rows["original"][path.name] = with_flux(score_original(audio, sr), audio, sr)
+        rows["original"][path.name] = score_original(audio, sr)
         for name, cfg in variants.items():
             s = spec if cfg is None else deblock_spectrogram(spec, cfg)
             wave = spectral.trim(spectral.spec_to_wave(s), n).numpy()
             if cfg is None:
                 ref, _ = codec.decompress(data, deblock=0.0)
                 assert np.allclose(ref, wave, atol=1e-4), "the study's plain decode differs from the codec's"
-            rows[name][path.name] = with_flux(score(audio, wave, sr, kbps, args.visqol), wave, sr)
+            rows[name][path.name] = score(audio, wave, sr, kbps, args.visqol)
         print(f"{path.name}: " + ", ".join(f"{k} {rows[k][path.name]['jump_ratio']:.2f}/"
                                            f"{rows[k][path.name]['periodic_db']:.2f}" for k in variants)
               + f" ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    mean = {name: mean_scores(list(per.values()), ALL_MEASURES) for name, per in rows.items()}
+    mean = {name: mean_scores(list(per.values())) for name, per in rows.items()}
     Path(args.out).write_text(json.dumps({"args": vars(args), "mean": mean, "per_clip": rows}, indent=1) + "\n")
-    print_table(mean, ALL_MEASURES, ALL_HEADS, first="decode")
+    print_table(mean, first="decode")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_models import HEADS, MEASURES, mean_scores, print_table, score, score_original  # noqa: E402
-from deblock import ALL_HEADS, ALL_MEASURES, decoded_spectrogram, with_flux  # noqa: E402
+from compare_models import mean_scores, print_table, score, score_original  # noqa: E402
+from deblock import decoded_spectrogram  # noqa: E402
 
 from m2lcodec import load_codec, spectral  # noqa: E402
 from m2lcodec.audio import read_audio  # noqa: E402
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             dec, n = decoded_spectrogram(codec, data)
             orig, _ = spectral.pad_to_chunks(torch.from_numpy(audio))
             orig = spectral.wave_to_spec(orig)[..., : dec.shape[-1]]
-        rows["original"][path.name] = with_flux(score_original(audio, sr), audio, sr)
+        rows["original"][path.name] = score_original(audio, sr)
         for name in names:
             if name == "plain":
                 spec, extra = dec, 0.0
@@ -113,12 +113,12 @@ def main(argv: list[str] | None = None) -> None:
                     spec = apply_levels(dec, q * args.step, s)
             with torch.inference_mode():
                 wave = spectral.trim(spectral.spec_to_wave(spec), n).numpy()
-            rows[name][path.name] = with_flux(score(audio, wave, sr, kbps + extra, args.visqol), wave, sr)
+            rows[name][path.name] = score(audio, wave, sr, kbps + extra, args.visqol)
         print(path.name, {k: round(v[-1], 3) for k, v in side_kbps.items()}, file=sys.stderr, flush=True)
-    mean = {name: mean_scores(list(per.values()), ALL_MEASURES) for name, per in rows.items()}
+    mean = {name: mean_scores(list(per.values())) for name, per in rows.items()}
     Path(args.out).write_text(json.dumps({"args": vars(args), "mean": mean, "side_kbps": side_kbps,
                                           "per_clip": rows}, indent=1) + "\n")
-    print_table(mean, ALL_MEASURES, ALL_HEADS, first="decode")
+    print_table(mean, first="decode")
     print("side info kbps (entropy estimate):", {k: round(float(np.mean(v)), 3) for k, v in side_kbps.items()})
 
 

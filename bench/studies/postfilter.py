@@ -35,7 +35,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_models import mean_scores, print_table, score, score_original  # noqa: E402
-from deblock import ALL_HEADS, ALL_MEASURES, decoded_spectrogram, with_flux  # noqa: E402
+from deblock import decoded_spectrogram  # noqa: E402
 
 from m2lcodec import load_codec, spectral  # noqa: E402
 from m2lcodec.audio import read_audio  # noqa: E402
@@ -107,20 +107,20 @@ def main(argv: list[str] | None = None) -> None:
         kbps = len(data) * 8 / 1000 / (audio.shape[1] / sr)
         spec, n = decoded_spectrogram(codec, data)
         spec = deblock_spectrogram(spec, deblock) if deblock.active else spec
-        rows["original"][path.name] = with_flux(score_original(audio, sr), audio, sr)
+        rows["original"][path.name] = score_original(audio, sr)
         for name, cfg in variants.items():
             s = spec if cfg is None else contrast_filter(spec, cfg)
             wave = spectral.trim(spectral.spec_to_wave(s), n).numpy()
             if cfg is None:
                 ref, _ = codec.decompress(data)
                 assert np.allclose(ref, wave, atol=1e-4), "the study's plain decode differs from the codec's"
-            rows[name][path.name] = with_flux(score(audio, wave, sr, kbps, args.visqol), wave, sr)
+            rows[name][path.name] = score(audio, wave, sr, kbps, args.visqol)
         print(f"{path.name}: " + ", ".join(f"{k} {rows[k][path.name]['mel_distance']:.3f}/"
                                            f"{rows[k][path.name]['peakiness']:.2f}" for k in variants)
               + f" ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    mean = {name: mean_scores(list(per.values()), ALL_MEASURES) for name, per in rows.items()}
+    mean = {name: mean_scores(list(per.values())) for name, per in rows.items()}
     Path(args.out).write_text(json.dumps({"args": vars(args), "mean": mean, "per_clip": rows}, indent=1) + "\n")
-    print_table(mean, ALL_MEASURES, ALL_HEADS, first="decode")
+    print_table(mean, first="decode")
 
 
 if __name__ == "__main__":
