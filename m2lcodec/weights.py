@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as tensors_to_bytes
 from safetensors import safe_open
 
 from m2lcodec.atomic import atomic_output
@@ -55,8 +56,9 @@ def decode_metadata(sigma_cond: float | None = None, deblock: float | None = Non
 
 def _write(path: Path, state: dict[str, torch.Tensor], meta: dict[str, str], protect: Path | None = None) -> None:
     """safetensors file written atomically (m2lcodec.atomic), over an existing `path`, never over `protect`."""
+    data = tensors_to_bytes(state, metadata=meta)  # not save_file: it recreates tmp with mode 0600
     with atomic_output(path, force=True, protect=protect) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        tmp.write_bytes(data)
 
 
 def save_weights(path: Path, cfg: ModelConfig, state: dict[str, torch.Tensor],

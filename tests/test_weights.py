@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -25,6 +26,9 @@ def test_save_load_round_trip(tiny_model, tmp_path):
     digest = save_weights(path, tiny_model.config, tiny_model.state_dict(), metadata={"sigma_cond": "0.3"},
                           name="my-tiny")
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the usual permissions, not a temp file's 0600
     model, info = load_model(path)
     assert info.hash == digest and info.name == "my-tiny" and info.config == tiny_model.config
     assert info.metadata["sigma_cond"] == "0.3"
