@@ -43,12 +43,13 @@ def score(original: np.ndarray, decoded: np.ndarray, sr: int, kbps: float,
     """The issue's measures of one decode of a mono clip (C=1, N) at 44.1 kHz (ViSQOL None if not asked:
     it takes most of the time)."""
     vis = metrics.visqol(original, decoded, sr) if visqol else None
+    seams = boundary_positions(original.shape[1])
     return {"kbps": kbps, "visqol": vis, "mel_distance": metrics.mel_distance(original, decoded, sr),
             "periodic_db": periodic_level_error(decoded, original, sr)[0],
-            "jump_ratio": level_jump_ratio(decoded[0], sr, boundary_positions(original.shape[1])),
+            "jump_ratio": level_jump_ratio(decoded[0], sr, seams),
             "peakiness": metrics.spectral_peakiness(decoded, sr),
             "onset_corr": metrics.onset_correlation(original, decoded, sr),
-            "flux_ratio": flux_ratio(decoded, sr, boundary_positions(original.shape[1]))}
+            "flux_ratio": flux_ratio(decoded, sr, seams)}
 
 
 def mean_scores(scores: list[dict[str, float | None]], measures: tuple[str, ...] = MEASURES) -> dict[str, float]:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as tensors_to_bytes
+from safetensors.torch import load_file, save as tensors_to_bytes
 from safetensors import safe_open
 
 from m2lcodec.atomic import atomic_output
