@@ -10,6 +10,8 @@
   harmonic lines, and the fixed 4-bin comb the stem leaves in the decode (docs/training.md, "Lines term").
 - `onset_loss`: 1 - correlation of the two onset envelopes (log-mel flux), the measure
   `metrics.onset_correlation` reads (docs/training.md, "Onset term").
+- `contour_loss`: the frame-by-frame level above 4 kHz, offset removed: the fade across each chunk that
+  bench/seams.py's periodic level error reads (docs/training.md, "Contour term").
 - `seam_level_loss`: band levels where the decode joins chunks: the right chunk's start must step from
   the left chunk's end as the original steps, and its end (what the next seam joins) must have the
   original's level (docs/training.md, "Seam level term").
@@ -128,6 +130,30 @@ def onset_loss(est: torch.Tensor, ref: torch.Tensor, n_fft: int = 2048) -> torch
     a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
     corr = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-6)
     return 1.0 - corr
+
+
+def high_band_level(wave: torch.Tensor, cutoff_hz: float = 4000.0, n_fft: int = 1024, hop: int = 256,
+                    sample_rate: int = 44100) -> torch.Tensor:
+    """(B, N) -> (B, frames): log10 energy above `cutoff_hz` per Hann frame (n_fft, hop, no centring), the
+    level bench/seams.py's periodic error reads per frame, floored 60 dB below the loudest frame."""
+    frames = wave.float().unfold(-1, n_fft, hop) * torch.hann_window(n_fft, device=wave.device)
+    power = torch.fft.rfft(frames).abs().pow(2)
+    high = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate).to(wave.device) >= cutoff_hz
+    energy = power[..., high].sum(-1)
+    return torch.log10(energy + 1e-6 * energy.amax(-1, keepdim=True).detach() + 1e-12)
+
+
+def contour_loss(est: torch.Tensor, ref: torch.Tensor, cutoff_hz: float = 4000.0) -> torch.Tensor:
+    """Per example (B, N) -> (B,): mean over frames of |e - mean(e)|, e the decode's high-band level error
+    per frame (`high_band_level`, log10 energy above `cutoff_hz`: 1 = 10 dB). The mean is removed, so a
+    constant level error (which the mel term sees) costs nothing, and what is left is the error's
+    *shape* across the chunk: the decode's high band fading from each chunk's start, which folded at the
+    chunk period is bench/seams.py's periodic level error, and high-band onsets it smears. A broadband
+    level fluctuates far less from frame to frame than a mel band's, so a drift of a dB or two, lost in
+    the per-band noise of `mel_loss`, stands out here."""
+    with torch.autocast(est.device.type, enabled=False):
+        err = high_band_level(est, cutoff_hz) - high_band_level(ref, cutoff_hz)
+        return (err - err.mean(-1, keepdim=True)).abs().mean(-1)
 
 
 def band_levels(wave: torch.Tensor, start: int, window: int, sample_rate: int = 44100) -> torch.Tensor:

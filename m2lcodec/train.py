@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader
 from m2lcodec import schedule
 from m2lcodec.data import CropConfig, CropDataset, fixed_crops, list_audio
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config, is_grid_path
-from m2lcodec.losses import (SEAM_STARTS, envelope_error, lines_loss, mel_loss, onset_loss, pseudo_huber,
-                             seam_level_loss, stft_loss, unrolled_pair)
+from m2lcodec.losses import (SEAM_STARTS, contour_loss, envelope_error, lines_loss, mel_loss, onset_loss,
+                             pseudo_huber, seam_level_loss, stft_loss, unrolled_pair)
 from m2lcodec.precision import autocast, autocast_dtype
 from m2lcodec.spectral import CHUNK_FRAMES, CHUNK_SAMPLES, envelope, spec_to_wave
 
@@ -66,6 +66,7 @@ class TrainConfig:
     recon_lines_weight: float = 0.0  # (c) losses.lines_loss (a chunk's frame-mean fine spectrum: harmonic
     #                                  lines, the stem's comb) added inside those terms
     recon_onset_weight: float = 0.0  # (c) losses.onset_loss (1 - correlation of the onset envelopes) inside them
+    recon_contour_weight: float = 0.0  # (c) losses.contour_loss (the high band's level across the chunk) inside them
     seam_weight: float = 0.0  # (c) losses.seam_level_loss on the right chunk of those pairs: its step from the
     #                           left chunk's end and its own end level, per band (docs/training.md, "Seam level term")
     seam_start: str = "step"  # the start part of that term: "step" (relative to the left chunk as decoded)
@@ -125,8 +126,9 @@ class ConsistencyLoss(nn.Module):
     (`recon_context="sampled"`, its consistency term kept) or is the codec's own first estimate
     re-noised to `recon_sigma_cond` (`"unrolled"`, via `losses.unrolled_pair`); then `emit_weight`
     adds the same loss on the left's emitted second step, `recon_mel_weight` adds the log-mel L1,
-    `recon_lines_weight` the lines term and `recon_onset_weight` the onset term inside both, and
-    `seam_weight` adds `seam_level_loss` to the right chunk's. All weights 0 = the paper's single loss."""
+    `recon_lines_weight` the lines term, `recon_onset_weight` the onset term and `recon_contour_weight`
+    the contour term inside both, and `seam_weight` adds `seam_level_loss` to the right chunk's. All
+    weights 0 = the paper's single loss."""
 
     def __init__(self, model: Music2Latent2, latent_noise: float = 0.0, noise_log_mean: float = -1.1,
                  noise_log_std: float = 2.0, latent_std_floor: float = 0.0, latent_std_weight: float = 0.0,
@@ -134,7 +136,7 @@ class ConsistencyLoss(nn.Module):
                  recon_fraction: float = 0.5, recon_context: str = "sampled", recon_sigma_cond: float = 0.0,
                  emit_weight: float = 0.0, recon_mel_weight: float = 0.0, seam_weight: float = 0.0,
                  seam_start: str = "step", recon_lines_weight: float = 0.0,
-                 recon_onset_weight: float = 0.0) -> None:
+                 recon_onset_weight: float = 0.0, recon_contour_weight: float = 0.0) -> None:
         super().__init__()
         if weighting not in schedule.WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; expected one of {schedule.WEIGHTINGS}")
@@ -154,6 +156,7 @@ class ConsistencyLoss(nn.Module):
         self.recon_mel_weight = recon_mel_weight
         self.recon_lines_weight = recon_lines_weight
         self.recon_onset_weight = recon_onset_weight
+        self.recon_contour_weight = recon_contour_weight
         if seam_start not in SEAM_STARTS:
             raise ValueError(f"unknown seam_start {seam_start!r}; expected one of {SEAM_STARTS}")
         self.seam_weight, self.seam_start = seam_weight, seam_start
@@ -163,7 +166,8 @@ class ConsistencyLoss(nn.Module):
         return cls(model, cfg.latent_noise, cfg.noise_log_mean, cfg.noise_log_std, cfg.latent_std_floor,
                    cfg.latent_std_weight, cfg.weighting, cfg.envelope_weight, cfg.recon_weight, cfg.recon_fraction,
                    cfg.recon_context, cfg.recon_sigma_cond, cfg.emit_weight, cfg.recon_mel_weight,
-                   cfg.seam_weight, cfg.seam_start, cfg.recon_lines_weight, cfg.recon_onset_weight)
+                   cfg.seam_weight, cfg.seam_start, cfg.recon_lines_weight, cfg.recon_onset_weight,
+                   cfg.recon_contour_weight)
 
     def recon_rows(self, b: int) -> int:
         """How many pairs of a batch of b train the decode steps (the first ones)."""
@@ -255,6 +259,8 @@ class ConsistencyLoss(nn.Module):
             loss = loss + self.recon_lines_weight * lines_loss(est[:, cut], ref[:, cut])
         if self.recon_onset_weight > 0:
             loss = loss + self.recon_onset_weight * onset_loss(est[:, cut], ref[:, cut])
+        if self.recon_contour_weight > 0:
+            loss = loss + self.recon_contour_weight * contour_loss(est[:, cut], ref[:, cut])
         if self.seam_weight > 0 and part == "right":
             loss = loss + self.seam_weight * seam_level_loss(est, ref, start=self.seam_start)
         return loss

@@ -6,7 +6,8 @@ import torch
 
 from m2lcodec import schedule
 from m2lcodec.codec import chunk_noise
-from m2lcodec.losses import lines_loss, onset_envelope, onset_loss, stft_loss, unrolled_pair
+from m2lcodec.losses import (contour_loss, high_band_level, lines_loss, onset_envelope, onset_loss, stft_loss,
+                             unrolled_pair)
 
 
 def test_stft_loss_zero_for_identical_and_grows_with_error():
@@ -145,6 +146,37 @@ def test_lines_loss_sees_lines_and_combs_not_level_or_noise_texture():
     # a comb: every 4th bin of the 2048-point STFT (86.1 Hz apart) 2.7 dB up, as a sum of sines there
     comb = sum(0.012 * torch.sin(2 * torch.pi * (4 * k + 3) * 44100 / 2048 * t + k) for k in range(1, 200))[None]
     assert float(lines_loss(music + comb, music)) > 3 * texture
+
+
+def test_contour_loss_reads_the_high_bands_fade_not_its_offset():
+    """contour_loss: ~0 for identical waveforms and for a constant gain (an offset of the level error); a
+    high band that fades across the chunk (the decode's periodic pattern) scores high, the same fade below
+    4 kHz does not; high_band_level reads the ramp's level in dB frame by frame."""
+    g = torch.Generator().manual_seed(0)
+    n = 32768
+    t = torch.arange(n) / 44100
+    low = 0.3 * torch.sin(2 * torch.pi * 220 * t)[None] * (1 + 0.5 * torch.sin(2 * torch.pi * 3 * t))[None]
+    high = torch.tensor(highpass(torch.randn(n, generator=g).numpy()))[None].float() * 0.05
+    ref = low + high
+    fade = torch.linspace(2.0, 0.5, n)[None]  # the high band +6 dB at the start to -6 dB at the end
+    assert float(contour_loss(ref, ref)) < 1e-6
+    assert float(contour_loss(2.0 * ref, ref)) < 1e-4
+    faded = float(contour_loss(low + fade * high, ref))
+    assert faded > 0.2  # log10 units: a 12 dB ramp is ~0.3 mean |deviation|
+    assert float(contour_loss(fade * low + high, ref)) < 0.2 * faded  # the low band's fade is not its concern
+    level = 10 * (high_band_level(low + fade * high) - high_band_level(ref))[0]
+    assert level.shape[0] == (n - 1024) // 256 + 1
+    assert abs(float(level[0]) - 6.0) < 1.0 and abs(float(level[-1]) + 6.0) < 1.0
+    est = (low + fade * high).requires_grad_()
+    contour_loss(est, ref).sum().backward()
+    assert est.grad.abs().sum() > 0
+
+
+def highpass(x: "np.ndarray", cutoff_hz: float = 5000.0) -> "np.ndarray":
+    """White noise with everything below cutoff_hz removed (FFT mask): a pure high band."""
+    spec = np.fft.rfft(x)
+    spec[np.fft.rfftfreq(x.shape[0], 1 / 44100) < cutoff_hz] = 0
+    return np.fft.irfft(spec, n=x.shape[0])
 
 
 def test_onset_loss_rewards_onsets_where_the_crop_has_them():

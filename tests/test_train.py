@@ -418,9 +418,10 @@ def test_unrolled_terms_reach_the_modules_they_should():
 
 
 def test_seam_term_is_linear_in_its_weight_and_trains_every_module():
-    """seam_weight (and recon_lines_weight and recon_onset_weight, the same way) adds seam_level_loss of
-    the unrolled pair inside the recon term: same draw, the loss grows linearly with the weight, and the added part trains encoder, decoder and CM (through the right
-    chunk, the only one with gradient at sigma_cond 0)."""
+    """seam_weight (and recon_lines_weight, recon_onset_weight and recon_contour_weight, the same way) adds
+    seam_level_loss of the unrolled pair inside the recon term: same draw, the loss grows linearly with the
+    weight, and the added part trains encoder, decoder and CM (through the right chunk, the only one with
+    gradient at sigma_cond 0)."""
     model, spec = tiny_model_and_spec()
     kw = dict(recon_weight=1.0, recon_fraction=1.0, recon_context="unrolled")
     base, _ = seeded_loss(model, spec, **kw)
@@ -439,6 +440,11 @@ def test_seam_term_is_linear_in_its_weight_and_trains_every_module():
     assert float(onset2 - base) > 1e-4
     torch.testing.assert_close(onset4 - base, 2 * (onset2 - base), rtol=1e-3, atol=1e-4)
     assert all(v > 0 for v in module_grads(model, onset2 - base.detach()).values())
+    contour2, _ = seeded_loss(model, spec, recon_contour_weight=2.0, **kw)  # the contour term: the same
+    contour4, _ = seeded_loss(model, spec, recon_contour_weight=4.0, **kw)
+    assert float(contour2 - base) > 1e-4
+    torch.testing.assert_close(contour4 - base, 2 * (contour2 - base), rtol=1e-3, atol=1e-4)
+    assert all(v > 0 for v in module_grads(model, contour2 - base.detach()).values())
     level, _ = seeded_loss(model, spec, seam_weight=2.0, seam_start="level", **kw)
     assert abs(float(level - seam2)) > 1e-5  # the start part is read another way, on the same draw
     with pytest.raises(ValueError, match="seam_start"):
