@@ -11,7 +11,7 @@
 - `onset_loss`: 1 - correlation of the two onset envelopes (log-mel flux), the measure
   `metrics.onset_correlation` reads (docs/training.md, "Onset term").
 - `contour_loss`: the frame-by-frame level above 4 kHz, offset removed: the fade across each chunk that
-  bench/seams.py's periodic level error reads (docs/training.md, "Contour term").
+  bench/seams.py's periodic level error reads (docs/training.md, "The contour term").
 - `seam_level_loss`: band levels where the decode joins chunks: the right chunk's start must step from
   the left chunk's end as the original steps, and its end (what the next seam joins) must have the
   original's level (docs/training.md, "Seam level term").
