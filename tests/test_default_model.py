@@ -39,8 +39,8 @@ def test_example_clip_round_trip(codec, tmp_path):
 
 def test_shipped_deblocking_smooths_the_seams(codec):
     """The shipped weights carry deblocking (0.4 since session 28): on the example clip (mono mix, 10 s,
-    13 seams) the mean level step across the seams (10 ms windows either side of the overlap, as bench/seams.py measures)
-    is smaller than with --deblock 0, and the rest of the decode is unchanged."""
+    13 seams) the mean level step across the seams (10 ms windows either side of the overlap, as
+    bench/seams.py measures) is smaller than with --deblock 0, and the rest of the decode is unchanged."""
     from m2lcodec import spectral
 
     assert 0 < codec.deblock <= 1

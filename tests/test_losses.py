@@ -172,7 +172,7 @@ def test_contour_loss_reads_the_high_bands_fade_not_its_offset():
     assert est.grad.abs().sum() > 0
 
 
-def highpass(x: "np.ndarray", cutoff_hz: float = 5000.0) -> "np.ndarray":
+def highpass(x: np.ndarray, cutoff_hz: float = 5000.0) -> np.ndarray:
     """White noise with everything below cutoff_hz removed (FFT mask): a pure high band."""
     spec = np.fft.rfft(x)
     spec[np.fft.rfftfreq(x.shape[0], 1 / 44100) < cutoff_hz] = 0

@@ -425,26 +425,15 @@ def test_seam_term_is_linear_in_its_weight_and_trains_every_module():
     model, spec = tiny_model_and_spec()
     kw = dict(recon_weight=1.0, recon_fraction=1.0, recon_context="unrolled")
     base, _ = seeded_loss(model, spec, **kw)
-    seam2, _ = seeded_loss(model, spec, seam_weight=2.0, **kw)
-    seam4, _ = seeded_loss(model, spec, seam_weight=4.0, **kw)
-    assert float(seam2 - base) > 1e-4
-    torch.testing.assert_close(seam4 - base, 2 * (seam2 - base), rtol=1e-3, atol=1e-4)
-    assert all(v > 0 for v in module_grads(model, seam2 - base.detach()).values())
-    lines2, _ = seeded_loss(model, spec, recon_lines_weight=2.0, **kw)  # the lines term: the same contract
-    lines4, _ = seeded_loss(model, spec, recon_lines_weight=4.0, **kw)
-    assert float(lines2 - base) > 1e-4
-    torch.testing.assert_close(lines4 - base, 2 * (lines2 - base), rtol=1e-3, atol=1e-4)
-    assert all(v > 0 for v in module_grads(model, lines2 - base.detach()).values())
-    onset2, _ = seeded_loss(model, spec, recon_onset_weight=2.0, **kw)  # the onset term: the same contract
-    onset4, _ = seeded_loss(model, spec, recon_onset_weight=4.0, **kw)
-    assert float(onset2 - base) > 1e-4
-    torch.testing.assert_close(onset4 - base, 2 * (onset2 - base), rtol=1e-3, atol=1e-4)
-    assert all(v > 0 for v in module_grads(model, onset2 - base.detach()).values())
-    contour2, _ = seeded_loss(model, spec, recon_contour_weight=2.0, **kw)  # the contour term: the same
-    contour4, _ = seeded_loss(model, spec, recon_contour_weight=4.0, **kw)
-    assert float(contour2 - base) > 1e-4
-    torch.testing.assert_close(contour4 - base, 2 * (contour2 - base), rtol=1e-3, atol=1e-4)
-    assert all(v > 0 for v in module_grads(model, contour2 - base.detach()).values())
+    added = {}
+    for weight in ("seam_weight", "recon_lines_weight", "recon_onset_weight", "recon_contour_weight"):
+        at2, _ = seeded_loss(model, spec, **{weight: 2.0}, **kw)
+        at4, _ = seeded_loss(model, spec, **{weight: 4.0}, **kw)
+        assert float(at2 - base) > 1e-4, weight
+        torch.testing.assert_close(at4 - base, 2 * (at2 - base), rtol=1e-3, atol=1e-4)
+        assert all(v > 0 for v in module_grads(model, at2 - base.detach()).values()), weight
+        added[weight] = at2
+    seam2 = added["seam_weight"]
     level, _ = seeded_loss(model, spec, seam_weight=2.0, seam_start="level", **kw)
     assert abs(float(level - seam2)) > 1e-5  # the start part is read another way, on the same draw
     with pytest.raises(ValueError, match="seam_start"):
