@@ -27,6 +27,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from m2lcodec import schedule
+from m2lcodec.adversarial import MultiResolutionDiscriminator, discriminator_loss, generator_terms
 from m2lcodec.data import CropConfig, CropDataset, fixed_crops, list_audio
 from m2lcodec.model import ModelConfig, Music2Latent2, get_config, is_grid_path
 from m2lcodec.losses import (SEAM_STARTS, contour_loss, envelope_error, lines_loss, mel_loss, onset_loss,
@@ -71,6 +72,11 @@ class TrainConfig:
     #                           left chunk's end and its own end level, per band (docs/training.md, "Seam level term")
     seam_start: str = "step"  # the start part of that term: "step" (relative to the left chunk as decoded)
     #                           or "level" (against the original, like the end part); losses.SEAM_STARTS
+    adv_weight: float = 0.0  # (d) adversarial hinge term on the right chunk of the unrolled pairs, against a
+    #                          multi-resolution STFT discriminator (m2lcodec/adversarial.py; 0 = off, the paper)
+    adv_feature_weight: float = 0.0  # (d) the discriminator's feature matching on those chunks (0 = off)
+    disc_channels: int = 16  # the discriminator's width
+    disc_lr: float = 2e-4  # its Adam lr (betas 0.5, 0.9, as EnCodec's); it steps once per optimiser step
     grad_clip: float = 0.0  # clip the total gradient norm to this (0 = off, the paper's setting); a spike
     #                         at lr 2e-4 collapsed small-v6 at step ~3430 (docs/training.md, "Stability")
     best_metric: str = "pair_mel@0"  # validation metric (lower is better) whose best step is kept as best.pt
@@ -127,7 +133,9 @@ class ConsistencyLoss(nn.Module):
     re-noised to `recon_sigma_cond` (`"unrolled"`, via `losses.unrolled_pair`); then `emit_weight`
     adds the same loss on the left's emitted second step, `recon_mel_weight` adds the log-mel L1,
     `recon_lines_weight` the lines term, `recon_onset_weight` the onset term and `recon_contour_weight`
-    the contour term inside both, and `seam_weight` adds `seam_level_loss` to the right chunk's. All
+    the contour term inside both, and `seam_weight` adds `seam_level_loss` to the right chunk's. With a
+    `discriminator`, `adv_weight` and `adv_feature_weight` add its generator terms on the right chunk
+    (`adversarial_term`), and the last pair is kept in `adv_pair` for the discriminator's own step. All
     weights 0 = the paper's single loss."""
 
     def __init__(self, model: Music2Latent2, latent_noise: float = 0.0, noise_log_mean: float = -1.1,
@@ -136,7 +144,9 @@ class ConsistencyLoss(nn.Module):
                  recon_fraction: float = 0.5, recon_context: str = "sampled", recon_sigma_cond: float = 0.0,
                  emit_weight: float = 0.0, recon_mel_weight: float = 0.0, seam_weight: float = 0.0,
                  seam_start: str = "step", recon_lines_weight: float = 0.0,
-                 recon_onset_weight: float = 0.0, recon_contour_weight: float = 0.0) -> None:
+                 recon_onset_weight: float = 0.0, recon_contour_weight: float = 0.0,
+                 discriminator: nn.Module | None = None, adv_weight: float = 0.0,
+                 adv_feature_weight: float = 0.0) -> None:
         super().__init__()
         if weighting not in schedule.WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; expected one of {schedule.WEIGHTINGS}")
@@ -160,14 +170,20 @@ class ConsistencyLoss(nn.Module):
         if seam_start not in SEAM_STARTS:
             raise ValueError(f"unknown seam_start {seam_start!r}; expected one of {SEAM_STARTS}")
         self.seam_weight, self.seam_start = seam_weight, seam_start
+        if (adv_weight > 0 or adv_feature_weight > 0) and (discriminator is None or recon_context != "unrolled"):
+            raise ValueError("adv_weight / adv_feature_weight need a discriminator and recon_context='unrolled'")
+        self.discriminator = discriminator
+        self.adv_weight, self.adv_feature_weight = adv_weight, adv_feature_weight
+        self.adv_pair: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
-    def from_config(cls, model: Music2Latent2, cfg: "TrainConfig") -> "ConsistencyLoss":
+    def from_config(cls, model: Music2Latent2, cfg: "TrainConfig",
+                    discriminator: nn.Module | None = None) -> "ConsistencyLoss":
         return cls(model, cfg.latent_noise, cfg.noise_log_mean, cfg.noise_log_std, cfg.latent_std_floor,
                    cfg.latent_std_weight, cfg.weighting, cfg.envelope_weight, cfg.recon_weight, cfg.recon_fraction,
                    cfg.recon_context, cfg.recon_sigma_cond, cfg.emit_weight, cfg.recon_mel_weight,
                    cfg.seam_weight, cfg.seam_start, cfg.recon_lines_weight, cfg.recon_onset_weight,
-                   cfg.recon_contour_weight)
+                   cfg.recon_contour_weight, discriminator, cfg.adv_weight, cfg.adv_feature_weight)
 
     def recon_rows(self, b: int) -> int:
         """How many pairs of a batch of b train the decode steps (the first ones)."""
@@ -227,6 +243,10 @@ class ConsistencyLoss(nn.Module):
                 emit = self.recon_term(x[:n_rec], left, right, part="left")
                 loss = loss + self.emit_weight * emit.mean() * n_rec / b
                 stats["emit"] = float(emit.detach().mean())
+            if self.discriminator is not None:
+                adv, fm = self.adversarial_term(x[:n_rec], left, right)
+                loss = loss + (self.adv_weight * adv + self.adv_feature_weight * fm).mean() * n_rec / b
+                stats["adv"], stats["feature_match"] = float(adv.detach().mean()), float(fm.detach().mean())
         if self.latent_std_weight > 0:  # VICReg-style variance hinge: keeps the latents from collapsing
             spread = latents.float().flatten(1).std(0)
             loss = loss + self.latent_std_weight * torch.relu(self.latent_std_floor - spread).mean()
@@ -248,9 +268,7 @@ class ConsistencyLoss(nn.Module):
         (n, 2, 2, F, 64), per pair -> (n,). The pair's outputs are inverted together, so the right part
         includes the seam's overlap-add; "right" compares samples from CHUNK_SAMPLES on (the right
         chunk), "left" those before it."""
-        with torch.autocast(x.device.type, enabled=False):
-            est = spec_to_wave(torch.cat([left, right], dim=-1).float())
-            ref = spec_to_wave(torch.cat([x[:, 0], x[:, 1]], dim=-1).float())
+        est, ref = pair_waves(x, left, right)
         cut = slice(CHUNK_SAMPLES, None) if part == "right" else slice(None, CHUNK_SAMPLES)
         loss = stft_loss(est[:, cut], ref[:, cut])
         if self.recon_mel_weight > 0:
@@ -264,6 +282,24 @@ class ConsistencyLoss(nn.Module):
         if self.seam_weight > 0 and part == "right":
             loss = loss + self.seam_weight * seam_level_loss(est, ref, start=self.seam_start)
         return loss
+
+    def adversarial_term(self, x: torch.Tensor, left: torch.Tensor,
+                         right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The discriminator's generator terms (hinge, feature matching; (n,) each) on the right chunk of
+        a decoded pair, seam included as in `recon_term`; keeps (decode, original) for its own step."""
+        est, ref = pair_waves(x, left, right)
+        est, ref = est[:, CHUNK_SAMPLES:], ref[:, CHUNK_SAMPLES:]
+        self.adv_pair = (est.detach(), ref)
+        return generator_terms(self.discriminator, est, ref)
+
+
+def pair_waves(x: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Waveforms (n, N) of a decoded pair (left, right: (n, 2, F, 64)) and of the true pair x
+    (n, 2, 2, F, 64), each pair inverted as one spectrogram (the seam's overlap-add included)."""
+    with torch.autocast(x.device.type, enabled=False):
+        est = spec_to_wave(torch.cat([left, right], dim=-1).float())
+        ref = spec_to_wave(torch.cat([x[:, 0], x[:, 1]], dim=-1).float())
+    return est, ref
 
 
 @torch.no_grad()
@@ -446,7 +482,14 @@ class Trainer:
                 self.model_config = replace(self.model_config, latent_direct_path=cfg.latent_direct_path)
             self.model = Music2Latent2(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        self.loss_fn = ConsistencyLoss.from_config(self.model, cfg)
+        self.disc: MultiResolutionDiscriminator | None = None
+        self.disc_opt: torch.optim.Optimizer | None = None
+        if cfg.adv_weight > 0 or cfg.adv_feature_weight > 0:
+            if self.world > 1:  # its own backward, outside the DDP-wrapped forward, is not synchronised
+                raise ValueError("the adversarial term trains in one process (WORLD_SIZE 1) for now")
+            self.disc = MultiResolutionDiscriminator(channels=cfg.disc_channels).to(self.device)
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+        self.loss_fn = ConsistencyLoss.from_config(self.model, cfg, self.disc)
         self.wrapped: nn.Module = self.loss_fn
         if self.world > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(
@@ -468,7 +511,8 @@ class Trainer:
     def state(self) -> dict:
         return {"step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
                 "opt": self.opt.state_dict(), "model_config": self.model_config.to_dict(),
-                "train_config": json.loads(json.dumps(asdict(self.cfg)))}
+                "train_config": json.loads(json.dumps(asdict(self.cfg))),
+                **({"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()} if self.disc else {})}
 
     def resume(self) -> bool:
         if not self.ckpt_path.exists():
@@ -486,6 +530,9 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         if state.get("opt") is not None:
             self.opt.load_state_dict(state["opt"])
+        if self.disc is not None and state.get("disc") is not None:  # else a fresh discriminator
+            self.disc.load_state_dict(state["disc"])
+            self.disc_opt.load_state_dict(state["disc_opt"])
         self.step = int(state["step"])
 
     def save(self) -> None:
@@ -531,7 +578,20 @@ class Trainer:
                 loss, stats = self.wrapped(spec.to(self.device, non_blocking=True), delta)
             (loss / len(specs)).backward()
             total = total + loss.detach().float().cpu() / len(specs)
+        if self.disc is not None:
+            stats["disc_loss"] = self.discriminator_step()
         return total, stats
+
+    def discriminator_step(self) -> float:
+        """One step of the discriminator on the last micro-batch's (decode, original) pair: a quarter of
+        the generator's examples at accum_steps 4, for a quarter of the cost. Its gradients from the
+        generator's backward passes are discarded first."""
+        est, ref = self.loss_fn.adv_pair
+        self.disc_opt.zero_grad(set_to_none=True)
+        loss = discriminator_loss(self.disc, est, ref)
+        loss.backward()
+        self.disc_opt.step()
+        return float(loss.detach())
 
     def train_step(self, spec: torch.Tensor | list[torch.Tensor]) -> dict:
         """One optimiser step on a batch, or on a list of batches whose gradients are averaged."""

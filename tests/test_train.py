@@ -617,3 +617,57 @@ def test_accum_steps_draws_that_many_batches_per_step(music_dir, tmp_path):
     trainer.train_step = lambda specs: (seen.append(len(specs)), original(specs))[1]
     trainer.fit(until=2)
     assert seen == [3, 3] and trainer.step == 2
+
+
+def test_adversarial_terms_are_linear_in_their_weights_and_train_every_module():
+    """adv_weight / adv_feature_weight add the discriminator's generator terms on the unrolled pair's right
+    chunk: same draw, linear in each weight, training encoder, decoder and CM; the pair is kept for the
+    discriminator's step. Without a discriminator (or outside "unrolled") the weights are refused."""
+    from m2lcodec.adversarial import MultiResolutionDiscriminator
+
+    model, spec = tiny_model_and_spec()
+    disc = MultiResolutionDiscriminator(channels=4)
+    kw = dict(recon_weight=1.0, recon_fraction=1.0, recon_context="unrolled", discriminator=disc)
+    base, stats = seeded_loss(model, spec, **kw)
+    assert stats["adv"] > 0 and stats["feature_match"] > 0
+    for weight in ("adv_weight", "adv_feature_weight"):
+        at2, _ = seeded_loss(model, spec, **{weight: 2.0}, **kw)
+        at4, _ = seeded_loss(model, spec, **{weight: 4.0}, **kw)
+        assert float(at2 - base) > 1e-4, weight
+        torch.testing.assert_close(at4 - base, 2 * (at2 - base), rtol=1e-3, atol=1e-4)
+        assert all(v > 0 for v in module_grads(model, at2 - base.detach()).values()), weight
+    loss = ConsistencyLoss(model, **{**kw, "adv_weight": 1.0})
+    loss(spec, delta=1.0)
+    est, ref = loss.adv_pair
+    assert est.shape == ref.shape and not est.requires_grad
+    with pytest.raises(ValueError, match="discriminator"):
+        ConsistencyLoss(model, recon_weight=1.0, recon_context="unrolled", adv_weight=1.0)
+    with pytest.raises(ValueError, match="discriminator"):
+        ConsistencyLoss(model, recon_weight=1.0, recon_context="sampled", adv_weight=1.0, discriminator=disc)
+
+
+def test_discriminator_trains_and_resumes_with_the_run(music_dir, tmp_path):
+    """With adversarial weights the trainer owns a discriminator and its optimiser: it steps once per
+    optimiser step (its loss logged), and both travel in the checkpoint; a checkpoint without them (a run
+    begun before the term) resumes with a fresh discriminator."""
+    run = tmp_path / "run"
+    cfg = tiny_cfg(steps=10, log_every=5, recon_weight=1.0, recon_context="unrolled", adv_weight=1.0,
+                   adv_feature_weight=1.0, disc_channels=4, accum_steps=2)
+    trainer = Trainer(cfg, music_dir, run, device="cpu")
+    start = {k: v.clone() for k, v in trainer.disc.state_dict().items()}
+    trainer.fit(until=5)
+    rows = [r for r in read_log(run) if "loss" in r]
+    assert all(k in rows[-1] for k in ("disc_loss", "adv", "feature_match"))
+    assert any(not torch.equal(v, trainer.disc.state_dict()[k]) for k, v in start.items())
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert "disc" in state and "disc_opt" in state
+    resumed = Trainer(cfg, music_dir, run, device="cpu")
+    assert resumed.resume() and resumed.step == 5
+    for k, v in trainer.disc.state_dict().items():
+        torch.testing.assert_close(resumed.disc.state_dict()[k], v)
+    assert resumed.disc_opt.state_dict()["state"][0]["step"] == trainer.disc_opt.state_dict()["state"][0]["step"]
+    plain = {k: v for k, v in state.items() if k not in ("disc", "disc_opt")}
+    fresh = Trainer(cfg, music_dir, tmp_path / "other", device="cpu")
+    fresh_disc = {k: v.clone() for k, v in fresh.disc.state_dict().items()}
+    fresh.load_state(plain)
+    assert fresh.step == 5 and all(torch.equal(v, fresh.disc.state_dict()[k]) for k, v in fresh_disc.items())
