@@ -78,8 +78,7 @@ def generator_terms(disc: MultiResolutionDiscriminator, est: torch.Tensor,
         adv = adv + F.relu(1 - logits).flatten(1).mean(1)
         for a, b in zip(f_fake, f_real):
             fm = fm + (a - b).abs().flatten(1).mean(1) / b.abs().flatten(1).mean(1).clamp_min(1e-8)
-        fm_layers = len(f_fake)
-    return adv / len(fake), fm / (len(fake) * fm_layers)
+    return adv / len(fake), fm / sum(len(f) for _, f in fake)
 
 
 def discriminator_loss(disc: MultiResolutionDiscriminator, est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
