@@ -20,8 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from m2lcodec.losses import LOG_EPS
+
 DISC_FFTS = (512, 1024, 2048)
-LOG_EPS = 1e-5
 
 
 class STFTDiscriminator(nn.Module):

@@ -228,7 +228,7 @@ class ConsistencyLoss(nn.Module):
             weight = schedule.consistency_weight(sigma_s, sigma_t, self.weighting)
             loss = (keep * weight * pseudo_huber(student, teacher.detach())).sum() / b
             if n_rec > 0 and not unrolled:
-                rec = self.recon_term(x[:n_rec], student[:n_rec, 0], student[:n_rec, 1])
+                rec = self.recon_term(*pair_waves(x[:n_rec], student[:n_rec, 0], student[:n_rec, 1]))
                 loss = loss + self.recon_weight * rec.mean() * n_rec / b
                 stats["recon"] = float(rec.detach().mean())
         if unrolled:
@@ -236,15 +236,16 @@ class ConsistencyLoss(nn.Module):
             shape = x[:n_rec, 0].shape
             noises = [torch.randn(shape, device=spec.device) for _ in range(3)]
             left, right = unrolled_pair(self.model, fr, self.recon_sigma_cond, *noises)
-            rec = self.recon_term(x[:n_rec], left, right)
+            est, ref = pair_waves(x[:n_rec], left, right)  # once, for every term below
+            rec = self.recon_term(est, ref)
             loss = loss + self.recon_weight * rec.mean() * n_rec / b
             stats["recon"] = float(rec.detach().mean())
             if self.emit_weight > 0:
-                emit = self.recon_term(x[:n_rec], left, right, part="left")
+                emit = self.recon_term(est, ref, part="left")
                 loss = loss + self.emit_weight * emit.mean() * n_rec / b
                 stats["emit"] = float(emit.detach().mean())
             if self.discriminator is not None:
-                adv, fm = self.adversarial_term(x[:n_rec], left, right)
+                adv, fm = self.adversarial_term(est, ref)
                 loss = loss + (self.adv_weight * adv + self.adv_feature_weight * fm).mean() * n_rec / b
                 stats["adv"], stats["feature_match"] = float(adv.detach().mean()), float(fm.detach().mean())
         if self.latent_std_weight > 0:  # VICReg-style variance hinge: keeps the latents from collapsing
@@ -263,12 +264,11 @@ class ConsistencyLoss(nn.Module):
             stats["envelope_err"] = float(env.detach().mean())
         return loss, stats
 
-    def recon_term(self, x: torch.Tensor, left: torch.Tensor, right: torch.Tensor, part: str = "right") -> torch.Tensor:
-        """stft_loss (+ recon_mel_weight x mel_loss) of a decoded pair against the true pair x
-        (n, 2, 2, F, 64), per pair -> (n,). The pair's outputs are inverted together, so the right part
-        includes the seam's overlap-add; "right" compares samples from CHUNK_SAMPLES on (the right
-        chunk), "left" those before it."""
-        est, ref = pair_waves(x, left, right)
+    def recon_term(self, est: torch.Tensor, ref: torch.Tensor, part: str = "right") -> torch.Tensor:
+        """stft_loss (+ recon_mel_weight x mel_loss and the other weighted terms) of a decoded pair's
+        waveform against the true pair's (`pair_waves`, (n, N) each), per pair -> (n,). The pair's outputs
+        are inverted together, so the right part includes the seam's overlap-add; "right" compares samples
+        from CHUNK_SAMPLES on (the right chunk), "left" those before it."""
         cut = slice(CHUNK_SAMPLES, None) if part == "right" else slice(None, CHUNK_SAMPLES)
         loss = stft_loss(est[:, cut], ref[:, cut])
         if self.recon_mel_weight > 0:
@@ -283,11 +283,10 @@ class ConsistencyLoss(nn.Module):
             loss = loss + self.seam_weight * seam_level_loss(est, ref, start=self.seam_start)
         return loss
 
-    def adversarial_term(self, x: torch.Tensor, left: torch.Tensor,
-                         right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def adversarial_term(self, est: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The discriminator's generator terms (hinge, feature matching; (n,) each) on the right chunk of
-        a decoded pair, seam included as in `recon_term`; keeps (decode, original) for its own step."""
-        est, ref = pair_waves(x, left, right)
+        a decoded pair's waveform (`pair_waves`), seam included as in `recon_term`; keeps (decode,
+        original) for its own step."""
         est, ref = est[:, CHUNK_SAMPLES:], ref[:, CHUNK_SAMPLES:]
         self.adv_pair = (est.detach(), ref)
         return generator_terms(self.discriminator, est, ref)
