@@ -1,4 +1,4 @@
-"""bench/sigma_cond.py and bench/seams.py on a tiny random model and 2 s synthetic clips.
+"""bench/sigma_cond.py, bench/seams.py, bench/paired.py and friends on a tiny random model and 2 s synthetic clips.
 
 A random model cannot reconstruct audio, so only the plumbing (keys, shapes, determinism) is checked on
 decodes; the seam metrics themselves are checked on synthetic signals with and without level steps at
@@ -36,6 +36,7 @@ sigma_cond = _load("sigma_cond")
 seams = _load("seams")
 compare_models = _load("compare_models")
 train_study = _load("train_study")
+paired = _load("paired")
 
 
 def sines(seconds: float, seed: int = 0, channels: int = 1) -> np.ndarray:
@@ -351,3 +352,26 @@ def test_comb_study_fits_only_the_four_bin_pattern() -> None:
     fixed = comb_study.apply_comb(decoded, torch.from_numpy(profile).float())
     assert max(abs(v) for v in comb_study.phase_means(comb_study.mean_residual(fixed, orig))) < 0.1
 
+
+
+def test_paired_reads_the_shipping_rule_from_two_runs(tmp_path: Path) -> None:
+    """Pairs only the shared clips; ships on a ViSQOL gain with mel level; refuses a mel loss beyond one
+    standard error; a bad JSON:NAME is one error line and exit 2."""
+    def run(name: str, rows: dict[str, tuple[float, float]]) -> str:
+        per_clip = {c: {"visqol": v, "mel_distance": m, "periodic_db": 1.0, "onset_corr": 0.5}
+                    for c, (v, m) in rows.items()}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"per_clip": {name: per_clip}}))
+        return f"{path}:{name}"
+
+    shipped = run("old", {"a": (3.0, 0.30), "b": (3.2, 0.28), "c": (2.9, 0.31), "only-old": (1.0, 9.0)})
+    better = run("new", {"a": (3.1, 0.30), "b": (3.3, 0.281), "c": (2.95, 0.309)})
+    worse_mel = run("mel", {"a": (3.1, 0.32), "b": (3.3, 0.30), "c": (2.95, 0.33)})
+    diffs = paired.paired_diffs(paired.load_scores(better), paired.load_scores(shipped))
+    by = {d.measure: d for d in diffs}
+    assert by["visqol"].count == 3 and by["visqol"].better == 3
+    assert by["visqol"].mean == pytest.approx(0.25 / 3)
+    assert by["mel_distance"].better == 1  # a: equal, b: worse, c: better
+    assert paired.main(["--candidate", better, "--shipped", shipped]) == 0
+    assert paired.main(["--candidate", worse_mel, "--shipped", shipped]) == 1
+    assert paired.main(["--candidate", f"{tmp_path / 'new.json'}:nope", "--shipped", shipped]) == 2
