@@ -40,7 +40,9 @@ def load_scores(spec: str) -> dict[str, dict[str, float]]:
     path, sep, name = spec.rpartition(":")
     if not sep or not path:
         raise ValueError(f"expected JSON:NAME, got {spec!r}")
-    per_clip = json.loads(Path(path).read_text())["per_clip"]
+    per_clip = json.loads(Path(path).read_text()).get("per_clip")
+    if not isinstance(per_clip, dict):
+        raise ValueError(f"{path} is not a bench/compare_models.py result (no per_clip scores)")
     if name not in per_clip:
         raise ValueError(f"{path} has no model {name!r} (it has {', '.join(sorted(per_clip))})")
     return per_clip[name]
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         diffs = paired_diffs(load_scores(args.candidate), load_scores(args.shipped))
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+    except (OSError, KeyError, ValueError) as e:  # json.JSONDecodeError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("| measure | candidate - shipped | standard error | candidate better on |")
