@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from m2lcodec.losses import LOG_EPS
+from m2lcodec.losses import LOG_EPS, stft_magnitude
 
 DISC_FFTS = (512, 1024, 2048)
 
@@ -43,9 +43,7 @@ class STFTDiscriminator(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         with torch.autocast(wave.device.type, enabled=False):
-            win = torch.hann_window(self.n_fft, device=wave.device)
-            spec = torch.stft(wave.float(), self.n_fft, self.n_fft // 4, window=win, return_complex=True)
-            h = torch.log(spec.abs() + LOG_EPS)[:, None]  # (B, 1, F, T)
+            h = torch.log(stft_magnitude(wave, self.n_fft) + LOG_EPS)[:, None]  # (B, 1, F, T)
             feats = []
             for layer in self.layers:
                 h = F.leaky_relu(layer(h), 0.2)

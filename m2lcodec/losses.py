@@ -49,6 +49,13 @@ def envelope_error(feats: list[torch.Tensor], chunks: torch.Tensor) -> torch.Ten
     return (pred - envelope(chunks, tuple(pred.shape[-2:]))).pow(2).flatten(1).sum(-1).sqrt()
 
 
+def stft_magnitude(wave: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """(B, N) -> |STFT| (B, n_fft / 2 + 1, frames): centred Hann n_fft, hop n_fft / 4, float32 (call with
+    autocast off: no bf16 FFT on CPU). The spectrogram every term here, and the discriminator, reads."""
+    win = torch.hann_window(n_fft, device=wave.device)
+    return torch.stft(wave.float(), n_fft, n_fft // 4, window=win, return_complex=True).abs()
+
+
 def stft_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = STFT_SIZES) -> torch.Tensor:
     """Multi-resolution STFT loss per example: est, ref (B, N) waveforms -> (B,).
 
@@ -60,9 +67,7 @@ def stft_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = STF
     total = est.new_zeros(est.shape[0])
     with torch.autocast(est.device.type, enabled=False):
         for n in sizes:
-            win = torch.hann_window(n, device=est.device)
-            s_est = torch.stft(est, n, n // 4, window=win, return_complex=True).abs()
-            s_ref = torch.stft(ref, n, n // 4, window=win, return_complex=True).abs()
+            s_est, s_ref = stft_magnitude(est, n), stft_magnitude(ref, n)
             log_l1 = (torch.log(s_est + LOG_EPS) - torch.log(s_ref + LOG_EPS)).abs().flatten(1).mean(1)
             conv = (s_ref - s_est).flatten(1).norm(dim=1) / s_ref.flatten(1).norm(dim=1).clamp_min(1e-8)
             total = total + log_l1 + conv
@@ -75,9 +80,7 @@ def log_mel(wave: torch.Tensor, n_fft: int, n_mels: int, floor: float, sample_ra
     compare, as `metrics.log_mel_spectrogram` computes it (floor added rather than clamped, for gradient)."""
     with torch.autocast(wave.device.type, enabled=False):
         bank = torch.tensor(mel_filterbank(sample_rate, n_fft, n_mels), dtype=torch.float32, device=wave.device)
-        win = torch.hann_window(n_fft, device=wave.device)
-        spec = torch.stft(wave.float(), n_fft, n_fft // 4, window=win, return_complex=True, pad_mode="reflect")
-        return torch.log10(bank @ spec.abs() + floor)
+        return torch.log10(bank @ stft_magnitude(wave, n_fft) + floor)
 
 
 def mel_loss(est: torch.Tensor, ref: torch.Tensor, sizes: tuple[int, ...] = (512, 1024, 2048), n_mels: int = 80,
@@ -101,11 +104,9 @@ def lines_loss(est: torch.Tensor, ref: torch.Tensor, n_fft: int = 2048, width: i
     term"). Both sides' running means are removed, so the envelope is left to the other terms."""
     est, ref = est.float(), ref.float()
     with torch.autocast(est.device.type, enabled=False):
-        win = torch.hann_window(n_fft, device=est.device)
         lines = []
         for w in (est, ref):
-            level = torch.log(torch.stft(w, n_fft, n_fft // 4, window=win, return_complex=True).abs()
-                              + LOG_EPS).mean(-1)  # (B, F)
+            level = torch.log(stft_magnitude(w, n_fft) + LOG_EPS).mean(-1)  # (B, F)
             local = torch.nn.functional.avg_pool1d(
                 torch.nn.functional.pad(level[:, None], (width // 2, width // 2), mode="replicate"),
                 width, stride=1)[:, 0]
